@@ -1,0 +1,95 @@
+"""Application factory: stores opened at startup, routers mounted, errors rendered as JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from service import __version__, exception_handlers
+from service.batches.router import router as batches_router
+from service.config import Settings
+from service.datasets.router import router as datasets_router
+from service.db import create_engine, create_sessionmaker
+from service.deps import require_api_key
+from service.migrate import upgrade
+from service.observability.metrics import Metrics
+from service.observability.router import router as health_router
+from service.outcomes.router import router as outcomes_router
+from service.runs.router import router as runs_router
+from service.state import AppState
+from service.stats.router import router as stats_router
+from service.stats.store import create_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.run_migrations_on_start:
+            await upgrade(settings)
+        engine = create_engine(settings)
+        hot = create_store(settings.redis_url, settings.redis_prefix)
+        app.state.depo = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            hot=hot,
+            metrics=metrics,
+        )
+        log.info(
+            "depo-service %s on %s, cache %s",
+            __version__,
+            engine.url.render_as_string(hide_password=True),
+            "redis" if settings.redis_url else "in-process",
+        )
+        try:
+            yield
+        finally:
+            await hot.close()
+            await engine.dispose()
+
+    metrics = Metrics()
+    app = FastAPI(
+        title="depo-service",
+        version=__version__,
+        summary="Predict GRPO prompt difficulty before rollout; serve informative batches.",
+        lifespan=lifespan,
+    )
+    exception_handlers.install(app)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    for router in (datasets_router, runs_router, batches_router, outcomes_router, stats_router):
+        v1.include_router(router)
+    app.include_router(v1)
+    app.include_router(health_router)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(
+                {
+                    "type": "payload_too_large",
+                    "detail": f"body of {length} bytes is above {settings.max_body_bytes}",
+                },
+                status_code=413,
+            )
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.request_latency.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - start)
+        return response
+
+    return app

@@ -1,0 +1,25 @@
+"""HTTP surface of batch serving."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.batches import service
+from service.batches.schemas import BatchRequest, BatchResponse
+from service.deps import SessionDep, StateDep
+from service.runs import service as runs
+
+router = APIRouter(prefix="/runs", tags=["batches"])
+
+
+@router.post("/{run}/batches", response_model=BatchResponse)
+async def serve_batch(
+    run: str, body: BatchRequest, session: SessionDep, state: StateDep
+) -> BatchResponse:
+    before = await runs.get_by_name(session, run)
+    seq = before.batch_seq
+    batch = await service.get_or_create(session, state, before, body)
+    if before.batch_seq != seq:
+        state.metrics.batches_served.inc()
+        state.metrics.prompts_served.inc(len(batch.prompts))
+    return batch

@@ -1,0 +1,41 @@
+"""Request and response bodies of batch serving."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.common import Partition, Step
+from service.runs.schemas import StrategyField
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    step: Step
+    size: int = Field(ge=1, le=100_000)
+    partition: Partition = "0"
+    strategy: StrategyField | None = None
+
+
+class ServedPrompt(BaseModel):
+    id: str
+    text: str
+    predicted_pass_rate: float
+    n: int | None = None
+
+
+class BatchStats(BaseModel):
+    scanned: int
+    kept: int
+    survival_rate: float
+    epoch: int
+    strategy: str
+
+
+class BatchResponse(BaseModel):
+    batch_id: str
+    step: int
+    partition: str
+    expires_at: str
+    prompts: list[ServedPrompt]
+    stats: BatchStats

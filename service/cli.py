@@ -1,0 +1,62 @@
+"""`depo` command line: serve, migrate, and the demo that drives a simulated run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="depo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--log-level", default="info")
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    migrate.add_argument("--revision", default="head")
+
+    demo = sub.add_parser(
+        "demo", help="start the service on the embedded default and drive a short simulated run"
+    )
+    demo.add_argument("--steps", type=int, default=40)
+    demo.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "service.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+        return 0
+    if args.command == "migrate":
+        from service.config import Settings
+        from service.migrate import upgrade_sync
+
+        upgrade_sync(Settings(), args.revision)
+        return 0
+    if args.command == "demo":
+        from service.demo import run_demo
+
+        return run_demo(steps=args.steps, port=args.port)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets own prompts (and, later, their embeddings)."""

@@ -1,0 +1,172 @@
+"""Create datasets and upsert their prompts in bulk; services flush, the request commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.datasets.models import Dataset, Prompt
+from service.datasets.schemas import DatasetCreate, PromptIn
+from service.db import utcnow
+from service.exceptions import Conflict, InvalidInput, NotFound
+
+LOOKUP_CHUNK = 5_000
+
+
+def content_hash(text: str, metadata: dict[str, Any] | None) -> str:
+    """Hash of what the client sent, so a re-upload of the same prompt is a no-op."""
+    payload = json.dumps([text, metadata], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+async def get_by_name(session: AsyncSession, name: str, *, lock: bool = False) -> Dataset:
+    stmt = select(Dataset).where(Dataset.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    dataset = (await session.execute(stmt)).scalar_one_or_none()
+    if dataset is None:
+        raise NotFound(f"dataset {name!r} not found")
+    return dataset
+
+
+async def create(session: AsyncSession, body: DatasetCreate) -> tuple[Dataset, bool]:
+    """Idempotent: the same request returns the existing dataset; other settings conflict."""
+    existing = (
+        await session.execute(select(Dataset).where(Dataset.name == body.name))
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.embedder != body.embedder:
+            raise Conflict(
+                f"dataset {body.name!r} exists with embedder {existing.embedder!r}",
+                field="embedder",
+            )
+        return existing, False
+    dataset = Dataset(name=body.name, embedder=body.embedder, prompt_count=0, embedded_count=0)
+    session.add(dataset)
+    await session.flush()
+    return dataset, True
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+async def upsert_prompts(
+    session: AsyncSession, dataset_name: str, prompts: Sequence[PromptIn]
+) -> tuple[Dataset, UpsertCounts]:
+    """Insert new prompts at the end of the dense index; rewrite changed ones in place."""
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        if p.id in seen:
+            raise InvalidInput(f"prompt id {p.id!r} appears twice", field=f"prompts.{i}.id")
+        seen.add(p.id)
+    dataset = await get_by_name(session, dataset_name, lock=True)
+    existing: dict[str, tuple[int, str]] = {}
+    ids = [p.id for p in prompts]
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Prompt.client_id, Prompt.id, Prompt.content_hash).where(
+                Prompt.dataset_id == dataset.id,
+                Prompt.client_id.in_(ids[start : start + LOOKUP_CHUNK]),
+            )
+        )
+        existing.update({r.client_id: (r.id, r.content_hash) for r in rows})
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    unchanged = 0
+    for p in prompts:
+        h = content_hash(p.text, p.metadata)
+        found = existing.get(p.id)
+        if found is None:
+            inserts.append(
+                {
+                    "dataset_id": dataset.id,
+                    "idx": dataset.prompt_count + len(inserts),
+                    "client_id": p.id,
+                    "text": p.text,
+                    "meta": p.metadata,
+                    "content_hash": h,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        elif found[1] != h:
+            updates.append(
+                {
+                    "id": found[0],
+                    "text": p.text,
+                    "meta": p.metadata,
+                    "content_hash": h,
+                    "embedding": None,
+                    "updated_at": now,
+                }
+            )
+        else:
+            unchanged += 1
+    if inserts:
+        await session.execute(insert(Prompt), inserts)
+        dataset.prompt_count += len(inserts)
+    if updates:
+        await session.execute(update(Prompt), updates)
+    await session.flush()
+    return dataset, UpsertCounts(len(inserts), len(updates), unchanged)
+
+
+async def get_prompt(session: AsyncSession, dataset: Dataset, client_id: str) -> Prompt:
+    prompt = (
+        await session.execute(
+            select(Prompt).where(Prompt.dataset_id == dataset.id, Prompt.client_id == client_id)
+        )
+    ).scalar_one_or_none()
+    if prompt is None:
+        raise NotFound(f"prompt {client_id!r} not found in dataset {dataset.name!r}")
+    return prompt
+
+
+async def resolve_ids(
+    session: AsyncSession, dataset_id: int, client_ids: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """Map client ids to (primary key, dense idx); ids not in the dataset are left out."""
+    out: dict[str, tuple[int, int]] = {}
+    unique = list(dict.fromkeys(client_ids))
+    for start in range(0, len(unique), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Prompt.client_id, Prompt.id, Prompt.idx).where(
+                Prompt.dataset_id == dataset_id,
+                Prompt.client_id.in_(unique[start : start + LOOKUP_CHUNK]),
+            )
+        )
+        out.update({r.client_id: (r.id, r.idx) for r in rows})
+    return out
+
+
+class PromptRef(NamedTuple):
+    pk: int
+    client_id: str
+    text: str
+
+
+async def prompts_by_pos(
+    session: AsyncSession, dataset_id: int, idxs: Sequence[int]
+) -> dict[int, PromptRef]:
+    """Key, client id and text of the prompts at these dense positions."""
+    out: dict[int, PromptRef] = {}
+    for start in range(0, len(idxs), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Prompt.idx, Prompt.id, Prompt.client_id, Prompt.text).where(
+                Prompt.dataset_id == dataset_id,
+                Prompt.idx.in_(list(idxs[start : start + LOOKUP_CHUNK])),
+            )
+        )
+        out.update({r.idx: PromptRef(r.id, r.client_id, r.text) for r in rows})
+    return out

@@ -1,0 +1,43 @@
+"""Annotated dependency aliases shared by every router."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import session_scope
+from service.exceptions import Unauthorized
+from service.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.depo
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(state.sessionmaker):
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+"""Committed when the handler returns, before the response is sent: an ack means durable."""
+
+
+async def require_api_key(request: Request, state: StateDep) -> None:
+    keys = state.settings.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <key>'")
+    if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        raise Unauthorized("invalid API key")

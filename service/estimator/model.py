@@ -1,0 +1,355 @@
+"""Difficulty predictor: a small torch model on [embedding || text features] -> pass rate."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+_EPS = 1e-6
+
+
+@dataclass
+class FitConfig:
+    """Hyper-parameters of `fit`; defaults are the measured best on DeepScaleR cold start."""
+
+    hidden: int = 0
+    l2: float = 1e-3
+    blocks: tuple[int, ...] | None = None
+    block_gains: tuple[float, ...] | None = None
+    ranking_weight: float = 3.0
+    ranking_margin: float = 0.5
+    ranking_min_gap: float = 0.05
+    pairs_per_row: int = 4
+    logprob_weight: float = 1.0
+    max_iter: int = 200
+    max_seconds: float = 4.0
+    seed: int = 0
+    num_threads: int = 2
+
+
+@dataclass
+class PredictorState:
+    """Everything `predict` needs, as plain numpy arrays plus JSON-able metadata."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    logprob_mean: float = 0.0
+    logprob_scale: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """Input width the state was fitted on."""
+        return int(self.mean.shape[0])
+
+    @property
+    def hidden(self) -> int:
+        """Width of the hidden layer (0 for the linear model)."""
+        return int(self.weights[0].shape[1]) if len(self.weights) == 2 else 0
+
+    def to_bytes(self) -> bytes:
+        """Serialise with numpy's npz (no pickle) so versions can live in a database blob."""
+        arrays: dict[str, np.ndarray] = {"mean": self.mean, "scale": self.scale}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            arrays[f"w{i}"] = w
+            arrays[f"b{i}"] = b
+        header = {
+            "format_version": FORMAT_VERSION,
+            "n_layers": len(self.weights),
+            "logprob_mean": self.logprob_mean,
+            "logprob_scale": self.logprob_scale,
+            "meta": self.meta,
+        }
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PredictorState:
+        """Inverse of `to_bytes`; refuses unknown format versions."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            if header.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported predictor format {header.get('format_version')}")
+            n = int(header["n_layers"])
+            return cls(
+                mean=z["mean"].copy(),
+                scale=z["scale"].copy(),
+                weights=[z[f"w{i}"].copy() for i in range(n)],
+                biases=[z[f"b{i}"].copy() for i in range(n)],
+                logprob_mean=float(header["logprob_mean"]),
+                logprob_scale=float(header["logprob_scale"]),
+                meta=dict(header["meta"]),
+            )
+
+
+def _logits_np(state: PredictorState, x: np.ndarray) -> np.ndarray:
+    """Return the (n, 2) outputs [pass logit, standardised logprob] in numpy."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != state.dim:
+        raise ValueError(f"expected (n, {state.dim}) input, got {x.shape}")
+    # Fold the standardisation into the first layer: avoids an (n, d) temporary.
+    w0 = (state.weights[0] / state.scale[:, None]).astype(np.float32)
+    b0 = (state.biases[0] - (state.mean / state.scale) @ state.weights[0]).astype(np.float32)
+    h = x @ w0 + b0
+    if len(state.weights) == 2:
+        h = np.maximum(h, 0.0) @ state.weights[1] + state.biases[1]
+    return h
+
+
+def predict(state: PredictorState, x: np.ndarray) -> np.ndarray:
+    """Predicted pass rates in (0, 1), one per row of x."""
+    logit = _logits_np(state, x)[:, 0]
+    return (1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))).astype(np.float32)
+
+
+def predict_logit(state: PredictorState, x: np.ndarray) -> np.ndarray:
+    """Pass-rate logits (useful for ranking and blending)."""
+    return _logits_np(state, x)[:, 0].astype(np.float32)
+
+
+def predict_logprob(state: PredictorState, x: np.ndarray) -> np.ndarray:
+    """Predicted mean log-probability from the distillation head."""
+    z = _logits_np(state, x)[:, 1]
+    return (z * state.logprob_scale + state.logprob_mean).astype(np.float32)
+
+
+def default_blocks(dim: int) -> tuple[int, ...]:
+    """Assume [embedding || text features] when the caller does not say."""
+    from .features import N_FEATURES
+
+    return (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
+
+
+def _standardisation(
+    x: np.ndarray, w: np.ndarray, blocks: tuple[int, ...], gains: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre columns; give each block total variance gain**2 (the last block per column).
+
+    Embedding blocks keep their geometry (one scalar each) because per-column scaling
+    amplifies noise directions; the heterogeneous text-feature block is z-scored per column.
+    """
+    if sum(blocks) != x.shape[1] or len(gains) != len(blocks):
+        raise ValueError(f"blocks {blocks} / gains {gains} do not match width {x.shape[1]}")
+    wn = (w / w.sum()).astype(np.float64)
+    mean = (wn @ x).astype(np.float32)
+    var = (wn @ np.square(x - mean)).astype(np.float64)
+    scale = np.ones(x.shape[1], dtype=np.float64)
+    start = 0
+    for k, (size, gain) in enumerate(zip(blocks, gains, strict=True)):
+        sl = slice(start, start + size)
+        if k == len(blocks) - 1 and len(blocks) > 1:
+            col = np.sqrt(np.maximum(var[sl], _EPS**2)) * np.sqrt(size)
+            scale[sl] = np.where(var[sl] > _EPS**2, col, 1.0) / gain
+        else:
+            scale[sl] = np.sqrt(max(float(var[sl].sum()), _EPS**2)) / gain
+        start += size
+    return mean, scale.astype(np.float32)
+
+
+def _sample_pairs(
+    rates: np.ndarray, cfg: FitConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample index pairs (i harder than j) whose observed rates differ by at least min_gap."""
+    n = rates.shape[0]
+    m = max(n * cfg.pairs_per_row, 1)
+    i = rng.integers(0, n, size=m)
+    j = rng.integers(0, n, size=m)
+    gap = rates[j] - rates[i]
+    keep = np.abs(gap) >= cfg.ranking_min_gap
+    i, j, gap = i[keep], j[keep], gap[keep]
+    lo = np.where(gap > 0, i, j)
+    hi = np.where(gap > 0, j, i)
+    return lo, hi
+
+
+class _Net(torch.nn.Module):
+    """Linear or one-hidden-layer MLP with two outputs: pass logit and logprob."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        """Create the layers; hidden=0 means a linear model."""
+        super().__init__()
+        self.layers = torch.nn.ModuleList()
+        if hidden > 0:
+            self.layers.append(torch.nn.Linear(dim, hidden))
+            self.layers.append(torch.nn.Linear(hidden, 2))
+        else:
+            self.layers.append(torch.nn.Linear(dim, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layers with ReLU between them."""
+        h = self.layers[0](x)
+        if len(self.layers) == 2:
+            h = self.layers[1](torch.relu(h))
+        return h
+
+
+def _init_net(net: _Net, init: PredictorState | None, rates_logit: float) -> None:
+    """Warm-start from a previous state, or start the bias at the mean logit."""
+    with torch.no_grad():
+        if init is not None:
+            for layer, w, b in zip(net.layers, init.weights, init.biases, strict=True):
+                assert isinstance(layer, torch.nn.Linear)
+                layer.weight.copy_(torch.from_numpy(w.T.copy()))
+                layer.bias.copy_(torch.from_numpy(b.copy()))
+            return
+        last = net.layers[-1]
+        assert isinstance(last, torch.nn.Linear)
+        if len(net.layers) == 1:
+            last.weight.zero_()
+        last.bias.zero_()
+        last.bias[0] = rates_logit
+
+
+def fit(
+    x: np.ndarray,
+    successes: np.ndarray,
+    trials: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    init: PredictorState | None = None,
+    ranking_weight: float = 3.0,
+    logprob: np.ndarray | None = None,
+    seed: int = 0,
+    max_seconds: float = 4.0,
+    config: FitConfig | None = None,
+) -> PredictorState:
+    """Fit pass rates by binomial likelihood + DEPO's pairwise ranking hinge (+ logprob head)."""
+    base = config if config is not None else FitConfig()
+    cfg = FitConfig(
+        **{
+            **base.__dict__,
+            "ranking_weight": ranking_weight,
+            "seed": seed,
+            "max_seconds": max_seconds,
+        }
+    )
+    t0 = time.perf_counter()
+    x = np.asarray(x, dtype=np.float32)
+    s = np.asarray(successes, dtype=np.float32)
+    t = np.asarray(trials, dtype=np.float32)
+    if x.ndim != 2 or s.shape != (x.shape[0],) or t.shape != s.shape:
+        raise ValueError("x must be (n, d) and successes/trials (n,)")
+    if np.any(t <= 0) or np.any(s < 0) or np.any(s > t):
+        raise ValueError("need 0 <= successes <= trials and trials > 0")
+    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float32)
+    if init is not None and (init.dim != x.shape[1] or init.hidden != cfg.hidden):
+        init = None  # shapes changed (new embedder or config): refit from scratch
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        state = _fit_torch(x, s, t, w, init, logprob, cfg, rng, t0)
+    finally:
+        torch.set_num_threads(prev_threads)
+    state.meta.update(
+        {"n_rows": int(x.shape[0]), "fit_seconds": round(time.perf_counter() - t0, 3)}
+    )
+    return state
+
+
+def _fit_torch(
+    x: np.ndarray,
+    s: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray,
+    init: PredictorState | None,
+    logprob: np.ndarray | None,
+    cfg: FitConfig,
+    rng: np.random.Generator,
+    t0: float,
+) -> PredictorState:
+    """Run full-batch L-BFGS on the combined loss until converged or out of time."""
+    if init is not None:
+        mean, scale = init.mean, init.scale
+    else:
+        blocks = cfg.blocks or default_blocks(x.shape[1])
+        gains = cfg.block_gains or tuple(1.0 for _ in blocks)
+        mean, scale = _standardisation(x, w, blocks, gains)
+    xs = torch.from_numpy((x - mean) / scale)
+    st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
+    rates = s / t
+    pooled = float((w * s).sum() / max(float((w * t).sum()), _EPS))
+    pooled = min(max(pooled, 1e-3), 1 - 1e-3)
+    net = _Net(x.shape[1], cfg.hidden)
+    _init_net(net, init, float(np.log(pooled / (1 - pooled))))
+    denom = float((w * t).sum())
+    lo, hi = _sample_pairs(rates, cfg, rng)
+    lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
+    pair_w = torch.from_numpy(0.5 * (w[lo] + w[hi]))
+    lp_mean, lp_scale, lp_mask, lp_t = 0.0, 1.0, None, None
+    if logprob is not None:
+        lp = np.asarray(logprob, dtype=np.float32)
+        finite = np.isfinite(lp)
+        if finite.any():
+            lp_mean = float(lp[finite].mean())
+            lp_scale = float(lp[finite].std()) or 1.0
+            lp_mask = torch.from_numpy(finite)
+            lp_t = torch.from_numpy(np.where(finite, (lp - lp_mean) / lp_scale, 0.0))
+    params = [p for p in net.parameters()]
+    decay = [layer.weight for layer in net.layers if isinstance(layer, torch.nn.Linear)]
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=20,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+    )
+
+    def closure() -> torch.Tensor:
+        """Compute the full-batch loss and its gradient."""
+        opt.zero_grad()
+        out = net(xs)
+        logit = out[:, 0]
+        nll = -(
+            st * torch.nn.functional.logsigmoid(logit)
+            + (tt - st) * torch.nn.functional.logsigmoid(-logit)
+        )
+        loss = (wt * nll).sum() / denom
+        if cfg.ranking_weight > 0 and lo_t.numel() > 0:
+            hinge = torch.relu(cfg.ranking_margin - (logit[hi_t] - logit[lo_t]))
+            loss = loss + cfg.ranking_weight * (pair_w * hinge).sum() / pair_w.sum()
+        if lp_mask is not None and lp_t is not None and cfg.logprob_weight > 0:
+            err = torch.where(lp_mask, out[:, 1] - lp_t, torch.zeros_like(lp_t))
+            loss = loss + cfg.logprob_weight * err.square().sum() / lp_mask.sum()
+        loss = loss + cfg.l2 * sum(p.square().sum() for p in decay)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    steps = 0
+    prev = float("inf")
+    while steps * 20 < cfg.max_iter and time.perf_counter() - t0 < cfg.max_seconds:
+        loss = float(opt.step(closure).detach())
+        steps += 1
+        if abs(prev - loss) < 1e-7 * max(1.0, abs(loss)):
+            break
+        prev = loss
+    lin = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)]
+    return PredictorState(
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=[layer.weight.detach().numpy().T.astype(np.float32).copy() for layer in lin],
+        biases=[layer.bias.detach().numpy().astype(np.float32).copy() for layer in lin],
+        logprob_mean=lp_mean,
+        logprob_scale=lp_scale,
+        meta={
+            "format_version": FORMAT_VERSION,
+            "hidden": cfg.hidden,
+            "l2": cfg.l2,
+            "ranking_weight": cfg.ranking_weight,
+            "lbfgs_steps": steps,
+        },
+    )

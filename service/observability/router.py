@@ -1,0 +1,40 @@
+"""Liveness, readiness and metrics endpoints, outside the authenticated /v1 prefix."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from service.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep, response: Response) -> dict[str, object]:
+    checks: dict[str, str] = {}
+    try:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # a probe reports failures, it does not raise them
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        await state.hot.ping()
+        checks["cache"] = "ok"
+    except Exception as exc:
+        checks["cache"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    response.status_code = 200 if ready else 503
+    return {"status": "ready" if ready else "unavailable", "checks": checks}
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Outcomes: the append-only log of rollout groups, the durable record of a run."""

@@ -1,0 +1,34 @@
+"""HTTP surface of outcome reporting."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, BackgroundTasks
+
+from service.deps import SessionDep, StateDep
+from service.outcomes import service
+from service.outcomes.schemas import OutcomeAck, OutcomeReport
+from service.runs import service as runs
+from service.runs.schemas import SelectionConfig
+from service.stats import service as stats
+
+router = APIRouter(prefix="/runs", tags=["outcomes"])
+
+
+@router.post("/{run}/outcomes", response_model=OutcomeAck)
+async def report_outcomes(
+    run: str,
+    body: OutcomeReport,
+    session: SessionDep,
+    state: StateDep,
+    background: BackgroundTasks,
+) -> OutcomeAck:
+    r = await runs.get_by_name(session, run)
+    ack = await service.ingest(session, r, body)
+    state.metrics.groups_ingested.inc(ack.accepted)
+    state.metrics.groups_duplicate.inc(ack.duplicates)
+    if r.groups:
+        state.metrics.zero_variance_share.labels(run=r.name).set(r.zero_variance_groups / r.groups)
+    if ack.accepted:
+        discount = SelectionConfig.model_validate(r.selection).discount
+        background.add_task(stats.refresh, state.sessionmaker, state.hot, r.id, discount)
+    return ack

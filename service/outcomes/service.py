@@ -1,0 +1,136 @@
+"""Append reported groups to the log exactly once, advancing the run's position under its lock."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.batches.models import Batch, BatchItem
+from service.datasets import service as datasets
+from service.db import utcnow
+from service.exceptions import InvalidInput
+from service.outcomes.models import Outcome
+from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
+from service.runs import service as runs
+from service.runs.models import Run
+
+LOOKUP_CHUNK = 5_000
+
+
+def summarize(rewards: list[float], threshold: float) -> tuple[int, float, float, bool]:
+    """Successes, mean, population std and zero variance of one group's rewards."""
+    n = len(rewards)
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    successes = sum(1 for r in rewards if r >= threshold)
+    return successes, mean, std, all(r == rewards[0] for r in rewards)
+
+
+async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> OutcomeAck:
+    """Validate everything first, so a rejected request writes nothing."""
+    for i, res in enumerate(body.results):
+        if res.response_lengths is not None and len(res.response_lengths) != len(res.rewards):
+            raise InvalidInput(
+                "response_lengths must have one entry per reward",
+                field=f"results.{i}.response_lengths",
+            )
+    ids = await datasets.resolve_ids(session, run.dataset_id, [r.prompt_id for r in body.results])
+    missing = [r.prompt_id for r in body.results if r.prompt_id not in ids]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} prompt_id(s) not in the run's dataset, e.g. {missing[:5]}",
+            field="results.prompt_id",
+            missing=missing[:100],
+        )
+    if body.batch_id is not None:
+        batch_run = (
+            await session.execute(select(Batch.run_id).where(Batch.id == body.batch_id))
+        ).scalar_one_or_none()
+        if batch_run != run.id:
+            raise InvalidInput(
+                f"batch {body.batch_id!r} was not served to this run", field="batch_id"
+            )
+
+    keyed: dict[str, GroupResult] = {}
+    for res in body.results:
+        keyed.setdefault(_dedup_key(body, ids[res.prompt_id][0]), res)
+
+    run = await runs.lock(session, run.id)
+    logged = await _existing_keys(session, run.id, list(keyed))
+    fresh = [(k, r) for k, r in keyed.items() if k not in logged]
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for key, res in fresh:
+        pk, idx = ids[res.prompt_id]
+        k, mean, std, zero_var = summarize(res.rewards, run.success_threshold)
+        rows.append(
+            {
+                "run_id": run.id,
+                "seq": run.outcome_seq + len(rows) + 1,
+                "prompt_id": pk,
+                "prompt_idx": idx,
+                "step": body.step,
+                "batch_id": body.batch_id,
+                "dedup_key": key,
+                "rewards": res.rewards,
+                "n": len(res.rewards),
+                "successes": k,
+                "reward_mean": mean,
+                "reward_std": std,
+                "zero_variance": zero_var,
+                "mean_logprob": res.mean_logprob,
+                "response_lengths": res.response_lengths,
+                "received_at": now,
+            }
+        )
+    if rows:
+        await session.execute(insert(Outcome), rows)
+        run.outcome_seq += len(rows)
+        run.groups += len(rows)
+        run.rollouts += sum(r["n"] for r in rows)
+        run.successes += sum(r["successes"] for r in rows)
+        run.zero_variance_groups += sum(1 for r in rows if r["zero_variance"])
+        run.max_step = max(run.max_step, body.step)
+        await _release_leases(session, run.id, body.batch_id, [r["prompt_idx"] for r in rows])
+    await session.flush()
+    return OutcomeAck(accepted=len(rows), duplicates=len(body.results) - len(rows))
+
+
+def _dedup_key(body: OutcomeReport, prompt_pk: int) -> str:
+    """A group counts once per (batch, prompt), or per (step, prompt) when sent without a batch."""
+    if body.batch_id is not None:
+        return f"b:{body.batch_id}:{prompt_pk}"
+    return f"s:{body.step}:{prompt_pk}"
+
+
+async def _existing_keys(session: AsyncSession, run_id: int, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Outcome.dedup_key).where(
+                Outcome.run_id == run_id,
+                Outcome.dedup_key.in_(keys[start : start + LOOKUP_CHUNK]),
+            )
+        )
+        found.update(rows.scalars())
+    return found
+
+
+async def _release_leases(
+    session: AsyncSession, run_id: int, batch_id: str | None, idxs: list[int]
+) -> None:
+    """A reported prompt is free again: its batch's lease, or any lease when no batch is named."""
+    for start in range(0, len(idxs), LOOKUP_CHUNK):
+        stmt = update(BatchItem).where(
+            BatchItem.run_id == run_id,
+            BatchItem.prompt_idx.in_(idxs[start : start + LOOKUP_CHUNK]),
+            BatchItem.reported.is_(False),
+        )
+        if batch_id is not None:
+            stmt = stmt.where(BatchItem.batch_id == batch_id)
+        await session.execute(
+            stmt.values(reported=True).execution_options(synchronize_session=False)
+        )

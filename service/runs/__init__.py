@@ -1,0 +1,1 @@
+"""Runs: a training run over one dataset, owning outcomes, stats and batches."""

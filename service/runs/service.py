@@ -1,0 +1,109 @@
+"""Create and look up runs; `lock` serialises everything that advances a run's log."""
+
+from __future__ import annotations
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.datasets import service as datasets
+from service.datasets.models import Dataset
+from service.exceptions import Conflict, NotFound
+from service.outcomes.models import Outcome
+from service.runs.models import Run
+from service.runs.schemas import RunCreate, RunRead, SelectionConfig
+
+
+async def get_by_name(session: AsyncSession, name: str) -> Run:
+    run = (await session.execute(select(Run).where(Run.name == name))).scalar_one_or_none()
+    if run is None:
+        raise NotFound(f"run {name!r} not found")
+    return run
+
+
+async def lock(session: AsyncSession, run_id: int) -> Run:
+    """Row lock (PostgreSQL) and fresh counters; SQLite's BEGIN IMMEDIATE already serialises."""
+    stmt = (
+        select(Run)
+        .where(Run.id == run_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+def _settings(run: Run) -> dict[str, object]:
+    return {
+        "group_size": run.group_size,
+        "success_threshold": run.success_threshold,
+        "strategy": run.strategy,
+        "selection": SelectionConfig.model_validate(run.selection).model_dump(),
+    }
+
+
+async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
+    """Idempotent like datasets: identical settings return the run, others conflict."""
+    dataset = await datasets.get_by_name(session, body.dataset)
+    wanted = {
+        "group_size": body.group_size,
+        "success_threshold": body.success_threshold,
+        "strategy": body.strategy,
+        "selection": body.selection.model_dump(),
+    }
+    existing = (
+        await session.execute(select(Run).where(Run.name == body.name))
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.dataset_id != dataset.id:
+            raise Conflict(f"run {body.name!r} exists over another dataset", field="dataset")
+        have = _settings(existing)
+        for key, value in wanted.items():
+            if have[key] != value:
+                raise Conflict(f"run {body.name!r} exists with other {key}", field=key)
+        return existing, False
+    run = Run(
+        name=body.name,
+        dataset_id=dataset.id,
+        group_size=body.group_size,
+        success_threshold=body.success_threshold,
+        strategy=body.strategy,
+        selection=body.selection.model_dump(),
+        outcome_seq=0,
+        batch_seq=0,
+        epoch=0,
+        epoch_cursor=0,
+        epoch_size=0,
+        groups=0,
+        rollouts=0,
+        successes=0,
+        zero_variance_groups=0,
+        max_step=-1,
+    )
+    session.add(run)
+    await session.flush()
+    return run, True
+
+
+async def read(session: AsyncSession, run: Run) -> RunRead:
+    dataset = await session.get_one(Dataset, run.dataset_id)
+    steps = (
+        await session.execute(
+            select(func.count(distinct(Outcome.step))).where(Outcome.run_id == run.id)
+        )
+    ).scalar_one()
+    return RunRead(
+        name=run.name,
+        dataset=dataset.name,
+        group_size=run.group_size,
+        success_threshold=run.success_threshold,
+        strategy=run.strategy,
+        selection=SelectionConfig.model_validate(run.selection),
+        created_at=run.created_at,
+        steps_seen=steps,
+        last_step=run.max_step if run.max_step >= 0 else None,
+        outcomes=run.groups,
+        rollouts=run.rollouts,
+        successes=run.successes,
+        zero_variance_share=run.zero_variance_groups / run.groups if run.groups else None,
+        batches_served=run.batch_seq,
+        epoch=run.epoch,
+    )

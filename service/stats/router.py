@@ -1,0 +1,121 @@
+"""Read side of a run's statistics: one prompt in detail, or the whole run summarised."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Query
+from sqlalchemy import Integer, cast, func, select
+
+from service.datasets import service as datasets
+from service.datasets.models import Dataset
+from service.deps import SessionDep, StateDep
+from service.outcomes.models import Outcome
+from service.runs import service as runs
+from service.runs.schemas import SelectionConfig
+from service.stats.math import beta_posterior, p_informative
+from service.stats.schemas import (
+    Estimate,
+    HistogramBin,
+    HistoryEntry,
+    PromptStatsRead,
+    RunSummary,
+    StepShare,
+)
+from service.stats.service import catch_up
+
+router = APIRouter(prefix="/runs", tags=["stats"])
+
+
+@router.get("/{run}/prompts/{prompt_id}", response_model=PromptStatsRead)
+async def prompt_stats(
+    run: str, prompt_id: str, session: SessionDep, state: StateDep
+) -> PromptStatsRead:
+    r = await runs.get_by_name(session, run)
+    cfg = SelectionConfig.model_validate(r.selection)
+    ds = await session.get_one(Dataset, r.dataset_id)
+    prompt = await datasets.get_prompt(session, ds, prompt_id)
+    await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
+    [s] = await state.hot.get_many(r.id, [prompt.idx])
+    rows = await session.execute(
+        select(Outcome)
+        .where(Outcome.run_id == r.id, Outcome.prompt_id == prompt.id)
+        .order_by(Outcome.step, Outcome.seq)
+    )
+    history = [
+        HistoryEntry(
+            step=o.step,
+            n=o.n,
+            successes=o.successes,
+            reward_mean=o.reward_mean,
+            batch_id=o.batch_id,
+            received_at=o.received_at,
+        )
+        for o in rows.scalars()
+    ]
+    alpha, beta = beta_posterior(
+        [s], max(r.max_step, 0), cfg.discount, cfg.prior_alpha, cfg.prior_beta
+    )
+    a, b = float(alpha[0]), float(beta[0])
+    return PromptStatsRead(
+        id=prompt.client_id,
+        observations=s.groups if s else 0,
+        rollouts=s.rollouts if s else 0,
+        successes=s.successes if s else 0,
+        observed_pass_rate=s.pass_rate if s else None,
+        last_step=s.last_step if s else None,
+        history=history,
+        estimate=Estimate(
+            pass_rate=a / (a + b),
+            alpha=a,
+            beta=b,
+            uncertainty=float(np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))),
+            p_informative=float(p_informative(alpha, beta, r.group_size)[0]),
+        ),
+    )
+
+
+@router.get("/{run}/summary", response_model=RunSummary)
+async def run_summary(
+    run: str,
+    session: SessionDep,
+    state: StateDep,
+    bins: int = Query(10, ge=1, le=100),
+    last_steps: int = Query(1000, ge=1, le=100_000),
+) -> RunSummary:
+    r = await runs.get_by_name(session, run)
+    cfg = SelectionConfig.model_validate(r.selection)
+    ds = await session.get_one(Dataset, r.dataset_id)
+    await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
+    all_stats = await state.hot.get_all(r.id)
+    rates = np.array([s.successes / s.rollouts for s in all_stats.values()], dtype=np.float64)
+    counts, edges = np.histogram(rates, bins=bins, range=(0.0, 1.0))
+    by_step = await session.execute(
+        select(
+            Outcome.step,
+            func.count(),
+            func.sum(cast(Outcome.zero_variance, Integer)),
+        )
+        .where(Outcome.run_id == r.id)
+        .group_by(Outcome.step)
+        .order_by(Outcome.step.desc())
+        .limit(last_steps)
+    )
+    steps = [
+        StepShare(step=step, groups=n, zero_variance_share=(zv or 0) / n)
+        for step, n, zv in reversed(by_step.all())
+    ]
+    return RunSummary(
+        run=r.name,
+        pool=ds.prompt_count,
+        prompts_seen=len(all_stats),
+        groups=r.groups,
+        rollouts=r.rollouts,
+        zero_variance_share=r.zero_variance_groups / r.groups if r.groups else None,
+        all_fail_prompts=int((rates == 0).sum()),
+        all_pass_prompts=int((rates == 1).sum()),
+        pass_rate_histogram=[
+            HistogramBin(lo=float(edges[i]), hi=float(edges[i + 1]), prompts=int(c))
+            for i, c in enumerate(counts)
+        ],
+        zero_variance_by_step=steps,
+    )
