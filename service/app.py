@@ -86,10 +86,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         start = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
         metrics.request_latency.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+            request.method, _route_template(request), str(response.status_code)
         ).observe(time.perf_counter() - start)
         return response
 
     return app
+
+
+def _route_template(request: Request) -> str:
+    """Path with parameters put back as `{name}`, so metric labels stay few."""
+    if request.scope.get("route") is None:
+        return "unmatched"
+    path = request.url.path
+    for name, value in request.path_params.items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    return path

@@ -21,11 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
     migrate.add_argument("--revision", default="head")
 
-    demo = sub.add_parser(
-        "demo", help="start the service on the embedded default and drive a short simulated run"
-    )
-    demo.add_argument("--steps", type=int, default=40)
-    demo.add_argument("--port", type=int, default=0, help="0 picks a free port")
     return parser
 
 
@@ -51,10 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         upgrade_sync(Settings(), args.revision)
         return 0
-    if args.command == "demo":
-        from service.demo import run_demo
-
-        return run_demo(steps=args.steps, port=args.port)
     return 2
 
 

@@ -13,6 +13,7 @@ import torch
 
 FORMAT_VERSION = 1
 _EPS = 1e-6
+_INNER = 10  # L-BFGS iterations between time checks
 
 
 @dataclass
@@ -93,34 +94,41 @@ class PredictorState:
             )
 
 
-def _logits_np(state: PredictorState, x: np.ndarray) -> np.ndarray:
-    """Return the (n, 2) outputs [pass logit, standardised logprob] in numpy."""
+def _first_layer(state: PredictorState, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the standardisation into the first layer: avoids an (n, d) temporary."""
+    w = state.weights[0][:, cols]
+    w0 = np.ascontiguousarray(w / state.scale[:, None], dtype=np.float32)
+    b0 = (state.biases[0][cols] - (state.mean / state.scale) @ w).astype(np.float32)
+    return w0, b0
+
+
+def _outputs(state: PredictorState, x: np.ndarray, out: int) -> np.ndarray:
+    """Return output column `out` (0 = pass logit, 1 = standardised logprob)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != state.dim:
         raise ValueError(f"expected (n, {state.dim}) input, got {x.shape}")
-    # Fold the standardisation into the first layer: avoids an (n, d) temporary.
-    w0 = (state.weights[0] / state.scale[:, None]).astype(np.float32)
-    b0 = (state.biases[0] - (state.mean / state.scale) @ state.weights[0]).astype(np.float32)
-    h = x @ w0 + b0
-    if len(state.weights) == 2:
-        h = np.maximum(h, 0.0) @ state.weights[1] + state.biases[1]
-    return h
+    if len(state.weights) == 1:
+        w0, b0 = _first_layer(state, slice(out, out + 1))
+        return np.asarray(x @ w0[:, 0] + b0[0], dtype=np.float32)  # matvec: memory-bound
+    w0, b0 = _first_layer(state, slice(None))
+    h = np.maximum(x @ w0 + b0, 0.0)
+    return np.asarray(h @ state.weights[1][:, out] + state.biases[1][out], dtype=np.float32)
 
 
 def predict(state: PredictorState, x: np.ndarray) -> np.ndarray:
     """Predicted pass rates in (0, 1), one per row of x."""
-    logit = _logits_np(state, x)[:, 0]
-    return (1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))).astype(np.float32)
+    logit = np.clip(_outputs(state, x, 0), -30.0, 30.0)
+    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
 def predict_logit(state: PredictorState, x: np.ndarray) -> np.ndarray:
     """Pass-rate logits (useful for ranking and blending)."""
-    return _logits_np(state, x)[:, 0].astype(np.float32)
+    return _outputs(state, x, 0)
 
 
 def predict_logprob(state: PredictorState, x: np.ndarray) -> np.ndarray:
     """Predicted mean log-probability from the distillation head."""
-    z = _logits_np(state, x)[:, 1]
+    z = _outputs(state, x, 1)
     return (z * state.logprob_scale + state.logprob_mean).astype(np.float32)
 
 
@@ -131,7 +139,7 @@ def default_blocks(dim: int) -> tuple[int, ...]:
     return (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
 
 
-def _standardisation(
+def standardisation(
     x: np.ndarray, w: np.ndarray, blocks: tuple[int, ...], gains: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre columns; give each block total variance gain**2 (the last block per column).
@@ -276,7 +284,7 @@ def _fit_torch(
     else:
         blocks = cfg.blocks or default_blocks(x.shape[1])
         gains = cfg.block_gains or tuple(1.0 for _ in blocks)
-        mean, scale = _standardisation(x, w, blocks, gains)
+        mean, scale = standardisation(x, w, blocks, gains)
     xs = torch.from_numpy((x - mean) / scale)
     st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
     rates = s / t
@@ -331,7 +339,7 @@ def _fit_torch(
 
     steps = 0
     prev = float("inf")
-    while steps * 20 < cfg.max_iter and time.perf_counter() - t0 < cfg.max_seconds:
+    while steps * _INNER < cfg.max_iter and time.perf_counter() - t0 < cfg.max_seconds:
         loss = float(opt.step(closure).detach())
         steps += 1
         if abs(prev - loss) < 1e-7 * max(1.0, abs(loss)):

@@ -1,0 +1,222 @@
+"""Every bad input gets a 4xx JSON body naming the problem, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import make_dataset, make_run
+
+
+async def _setup(client: httpx.AsyncClient, uid: str) -> tuple[str, str, dict[str, Any]]:
+    await make_dataset(client, f"ds-{uid}", 20)
+    await make_run(client, f"run-{uid}", f"ds-{uid}", group_size=4)
+    r = await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 0, "size": 4})
+    return f"ds-{uid}", f"run-{uid}", r.json()
+
+
+async def _counts(client: httpx.AsyncClient, run: str) -> tuple[int, int]:
+    body = (await client.get(f"/v1/runs/{run}")).json()
+    return body["outcomes"], body["rollouts"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/datasets/nope", 404),
+        ("/v1/datasets/nope/prompts/x", 404),
+        ("/v1/runs/nope", 404),
+        ("/v1/runs/nope/summary", 404),
+    ],
+)
+async def test_unknown_names_are_404(client: httpx.AsyncClient, path: str, status: int) -> None:
+    r = await client.get(path)
+    assert r.status_code == status
+    assert r.json()["type"] == "not_found"
+
+
+async def test_unknown_prompt_in_known_run_is_404(client: httpx.AsyncClient, uid: str) -> None:
+    _, run, _ = await _setup(client, uid)
+    r = await client.get(f"/v1/runs/{run}/prompts/missing")
+    assert r.status_code == 404 and "missing" in r.json()["detail"]
+
+
+BAD_OUTCOMES: list[tuple[str, Any, str]] = [
+    (
+        "empty rewards",
+        {"step": 1, "results": [{"prompt_id": "p0", "rewards": []}]},
+        "results.0.rewards",
+    ),
+    (
+        "too many rewards",
+        {"step": 1, "results": [{"prompt_id": "p0", "rewards": [1.0] * 1025}]},
+        "results.0.rewards",
+    ),
+    ("negative step", {"step": -1, "results": [{"prompt_id": "p0", "rewards": [1.0]}]}, "step"),
+    ("missing results", {"step": 1}, "results"),
+    (
+        "reward not a number",
+        {"step": 1, "results": [{"prompt_id": "p0", "rewards": ["x"]}]},
+        "results.0.rewards.0",
+    ),
+    (
+        "unknown field",
+        {"step": 1, "results": [{"prompt_id": "p0", "rewards": [1], "bogus": 1}]},
+        "results.0.bogus",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), BAD_OUTCOMES, ids=[c[0] for c in BAD_OUTCOMES])
+async def test_bad_outcome_bodies_are_422_and_write_nothing(
+    client: httpx.AsyncClient, uid: str, case: str, body: Any, field: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    # a good result in the same request must not be written either
+    if "results" in body:
+        body["results"].append({"prompt_id": "p1", "rewards": [1.0, 0.0]})
+    r = await client.post(f"/v1/runs/{run}/outcomes", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith(field), r.json()
+    assert await _counts(client, run) == (0, 0)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+async def test_non_finite_rewards_are_422(
+    client: httpx.AsyncClient, uid: str, literal: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    raw = (
+        '{"step": 1, "results": [{"prompt_id": "p1", "rewards": [1.0, 0.0]}, {"prompt_id": "p0", "rewards": [1.0, %s]}]}'
+        % literal
+    )
+    r = await client.post(
+        f"/v1/runs/{run}/outcomes", content=raw, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "results.1.rewards.1"
+    assert await _counts(client, run) == (0, 0)
+
+
+async def test_prompt_not_in_dataset_is_422_and_writes_nothing(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    body = {
+        "step": 1,
+        "results": [{"prompt_id": "p1", "rewards": [1, 0]}, {"prompt_id": "ghost", "rewards": [1]}],
+    }
+    r = await client.post(f"/v1/runs/{run}/outcomes", json=body)
+    assert r.status_code == 422
+    assert r.json()["missing"] == ["ghost"]
+    assert await _counts(client, run) == (0, 0)
+
+
+async def test_batch_of_another_run_is_422(client: httpx.AsyncClient, uid: str) -> None:
+    ds, run, batch = await _setup(client, uid)
+    await make_run(client, f"other-{uid}", ds, group_size=4)
+    body = {
+        "step": 0,
+        "batch_id": batch["batch_id"],
+        "results": [{"prompt_id": "p1", "rewards": [1, 0]}],
+    }
+    r = await client.post(f"/v1/runs/other-{uid}/outcomes", json=body)
+    assert r.status_code == 422 and r.json()["field"] == "batch_id"
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient, uid: str) -> None:
+    _, run, _ = await _setup(client, uid)
+    r = await client.post(
+        f"/v1/runs/{run}/outcomes",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["type"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "status"),
+    [
+        ({"step": -1, "size": 2}, "step", 422),
+        ({"step": 1, "size": -2}, "size", 422),
+        ({"step": 1, "size": 0}, "size", 422),
+        ({"step": 1, "size": 21}, "size", 422),
+        ({"step": 1, "size": 2, "strategy": "magic"}, "strategy", 422),
+    ],
+)
+async def test_bad_batch_requests(
+    client: httpx.AsyncClient, uid: str, body: Any, field: str, status: int
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    r = await client.post(f"/v1/runs/{run}/batches", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+    assert (await client.get(f"/v1/runs/{run}")).json()["batches_served"] == 1
+
+
+async def test_too_many_prompts_is_413_and_writes_nothing(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    await client.post("/v1/datasets", json={"name": f"big-{uid}"})
+    prompts = [{"id": str(i), "text": "x"} for i in range(10_001)]
+    r = await client.post(f"/v1/datasets/big-{uid}/prompts", json={"prompts": prompts})
+    assert r.status_code == 413
+    assert r.json()["type"] == "payload_too_large"
+    assert (await client.get(f"/v1/datasets/big-{uid}")).json()["prompt_count"] == 0
+
+
+async def test_body_over_byte_limit_is_413(client: httpx.AsyncClient, uid: str) -> None:
+    r = await client.post(
+        f"/v1/datasets/x-{uid}/prompts",
+        content=b"0",
+        headers={"content-type": "application/json", "content-length": str(10**10)},
+    )
+    assert r.status_code == 413
+
+
+async def test_duplicate_ids_in_one_upload_are_422(client: httpx.AsyncClient, uid: str) -> None:
+    await client.post("/v1/datasets", json={"name": f"dup-{uid}"})
+    prompts = [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]
+    r = await client.post(f"/v1/datasets/dup-{uid}/prompts", json={"prompts": prompts})
+    assert r.status_code == 422 and r.json()["field"] == "prompts.1.id"
+    assert (await client.get(f"/v1/datasets/dup-{uid}")).json()["prompt_count"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "bad name with spaces"},
+        {"name": "x", "embedder": "word2vec"},
+        {"name": ""},
+    ],
+)
+async def test_bad_dataset_bodies(client: httpx.AsyncClient, body: Any) -> None:
+    r = await client.post("/v1/datasets", json=body)
+    assert r.status_code == 422
+    assert json.loads(r.text)["detail"]
+
+
+async def test_bad_run_bodies(client: httpx.AsyncClient, uid: str) -> None:
+    await make_dataset(client, f"ds-{uid}", 3)
+    r = await client.post(
+        "/v1/runs", json={"name": f"r-{uid}", "dataset": f"ds-{uid}", "group_size": 0}
+    )
+    assert r.status_code == 422 and r.json()["field"] == "group_size"
+    r = await client.post(
+        "/v1/runs", json={"name": f"r-{uid}", "dataset": "missing", "group_size": 8}
+    )
+    assert r.status_code == 404
+    r = await client.post(
+        "/v1/runs",
+        json={
+            "name": f"r-{uid}",
+            "dataset": f"ds-{uid}",
+            "group_size": 8,
+            "selection": {"discount": 2},
+        },
+    )
+    assert r.status_code == 422 and r.json()["field"] == "selection.discount"

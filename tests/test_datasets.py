@@ -1,0 +1,58 @@
+"""Datasets and prompt upload: idempotent creation, upsert counts, lookups."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import make_dataset
+
+
+async def test_create_is_idempotent_and_conflicts_on_other_settings(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    r1 = await client.post("/v1/datasets", json={"name": f"ds-{uid}", "embedder": "hashing"})
+    assert r1.status_code == 201
+    r2 = await client.post("/v1/datasets", json={"name": f"ds-{uid}", "embedder": "hashing"})
+    assert r2.status_code == 200
+    assert r2.json()["created_at"] == r1.json()["created_at"]
+    r3 = await client.post("/v1/datasets", json={"name": f"ds-{uid}", "embedder": "minilm"})
+    assert r3.status_code == 409
+    assert r3.json()["field"] == "embedder"
+
+
+async def test_upload_counts_inserted_updated_unchanged(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    name = f"ds-{uid}"
+    await make_dataset(client, name, 5)
+    r = await client.post(
+        f"/v1/datasets/{name}/prompts",
+        json={
+            "prompts": [
+                {"id": "p0", "text": "Problem 0: compute 0 + 0."},  # unchanged
+                {"id": "p1", "text": "a new text"},  # updated
+                {
+                    "id": "p2",
+                    "text": "Problem 2: compute 2 + 1.",
+                    "metadata": {"level": 3},
+                },  # updated
+                {"id": 17, "text": "brand new"},  # inserted, int id stored as string
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"inserted": 1, "updated": 2, "unchanged": 1, "prompt_count": 6}
+    got = await client.get(f"/v1/datasets/{name}/prompts/17")
+    assert got.status_code == 200
+    assert got.json()["text"] == "brand new"
+    assert got.json()["index"] == 5
+    p2 = (await client.get(f"/v1/datasets/{name}/prompts/p2")).json()
+    assert p2["metadata"] == {"level": 3}
+    info = (await client.get(f"/v1/datasets/{name}")).json()
+    assert info["prompt_count"] == 6 and info["name"] == name
+
+
+async def test_reupload_is_a_no_op(client: httpx.AsyncClient, uid: str) -> None:
+    prompts = await make_dataset(client, f"ds-{uid}", 50)
+    r = await client.post(f"/v1/datasets/ds-{uid}/prompts", json={"prompts": prompts})
+    assert r.json() == {"inserted": 0, "updated": 0, "unchanged": 50, "prompt_count": 50}
