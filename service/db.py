@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Integer,
+    MetaData,
+    any_,
+    bindparam,
+    event,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -101,3 +112,11 @@ async def session_scope(
             raise
         else:
             await session.commit()
+
+
+def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`, as one array parameter on PostgreSQL: thousands of ids stay cheap."""
+    if session.get_bind().dialect.name == "postgresql":
+        param = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return cast(ColumnElement[bool], column == any_(param))
+    return cast(ColumnElement[bool], column.in_(list(values)))

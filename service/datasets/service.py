@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DatasetCreate, PromptIn
-from service.db import utcnow
+from service.db import one_of, utcnow
 from service.exceptions import Conflict, InvalidInput, NotFound
 
 LOOKUP_CHUNK = 5_000
@@ -76,7 +76,7 @@ async def upsert_prompts(
         rows = await session.execute(
             select(Prompt.client_id, Prompt.id, Prompt.content_hash).where(
                 Prompt.dataset_id == dataset.id,
-                Prompt.client_id.in_(ids[start : start + LOOKUP_CHUNK]),
+                one_of(session, Prompt.client_id, ids[start : start + LOOKUP_CHUNK]),
             )
         )
         existing.update({r.client_id: (r.id, r.content_hash) for r in rows})
@@ -143,7 +143,7 @@ async def resolve_ids(
         rows = await session.execute(
             select(Prompt.client_id, Prompt.id, Prompt.idx).where(
                 Prompt.dataset_id == dataset_id,
-                Prompt.client_id.in_(unique[start : start + LOOKUP_CHUNK]),
+                one_of(session, Prompt.client_id, unique[start : start + LOOKUP_CHUNK]),
             )
         )
         out.update({r.client_id: (r.id, r.idx) for r in rows})
@@ -165,7 +165,7 @@ async def prompts_by_pos(
         rows = await session.execute(
             select(Prompt.idx, Prompt.id, Prompt.client_id, Prompt.text).where(
                 Prompt.dataset_id == dataset_id,
-                Prompt.idx.in_(list(idxs[start : start + LOOKUP_CHUNK])),
+                one_of(session, Prompt.idx, idxs[start : start + LOOKUP_CHUNK]),
             )
         )
         out.update({r.idx: PromptRef(r.id, r.client_id, r.text) for r in rows})

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.models import Batch, BatchItem
 from service.datasets import service as datasets
-from service.db import utcnow
+from service.db import one_of, utcnow
 from service.exceptions import InvalidInput
 from service.outcomes.models import Outcome
 from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
@@ -112,7 +112,7 @@ async def _existing_keys(session: AsyncSession, run_id: int, keys: list[str]) ->
         rows = await session.execute(
             select(Outcome.dedup_key).where(
                 Outcome.run_id == run_id,
-                Outcome.dedup_key.in_(keys[start : start + LOOKUP_CHUNK]),
+                one_of(session, Outcome.dedup_key, keys[start : start + LOOKUP_CHUNK]),
             )
         )
         found.update(rows.scalars())
@@ -122,15 +122,24 @@ async def _existing_keys(session: AsyncSession, run_id: int, keys: list[str]) ->
 async def _release_leases(
     session: AsyncSession, run_id: int, batch_id: str | None, idxs: list[int]
 ) -> None:
-    """A reported prompt is free again: its batch's lease, or any lease when no batch is named."""
-    for start in range(0, len(idxs), LOOKUP_CHUNK):
-        stmt = update(BatchItem).where(
-            BatchItem.run_id == run_id,
-            BatchItem.prompt_idx.in_(idxs[start : start + LOOKUP_CHUNK]),
-            BatchItem.reported.is_(False),
+    """A reported prompt is free again: its batch's lease, or any open lease without a batch."""
+    if batch_id is not None:
+        batch_ids = [batch_id]
+    else:
+        open_batches = await session.execute(
+            select(Batch.id).where(Batch.run_id == run_id, Batch.expires_at > utcnow())
         )
-        if batch_id is not None:
-            stmt = stmt.where(BatchItem.batch_id == batch_id)
+        batch_ids = list(open_batches.scalars())
+    if not batch_ids:
+        return
+    for start in range(0, len(idxs), LOOKUP_CHUNK):
         await session.execute(
-            stmt.values(reported=True).execution_options(synchronize_session=False)
+            update(BatchItem)
+            .where(
+                one_of(session, BatchItem.batch_id, batch_ids),
+                one_of(session, BatchItem.prompt_idx, idxs[start : start + LOOKUP_CHUNK]),
+                BatchItem.reported.is_(False),
+            )
+            .values(reported=True)
+            .execution_options(synchronize_session=False)
         )

@@ -1,0 +1,78 @@
+"""Start a real `depo serve` process on a fresh database for benchmarks and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("DEPO_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("DEPO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def serve(backend: str = "embedded", log_level: str = "warning") -> Iterator[str]:
+    """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis)."""
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="depo-")
+    env = {**os.environ, "DEPO_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1"}
+    env.pop("DEPO_DATABASE_URL", None)
+    env.pop("DEPO_REDIS_URL", None)
+    db = None
+    if backend == "postgres":
+        db = f"depo_bench_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
+        env["DEPO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db
+        env["DEPO_REDIS_URL"] = REDIS_URL
+        env["DEPO_REDIS_PREFIX"] = f"depobench-{db}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", log_level],
+        cwd=REPO,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("service did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if db is not None:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))

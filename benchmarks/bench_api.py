@@ -1,0 +1,134 @@
+"""API latency and throughput against a real server: upload, outcomes, batches.
+
+Run: `make bench` or `.venv/bin/python -m benchmarks.bench_api [--backend postgres|embedded]`.
+Prints a markdown table with p50/p95 per call and the targets from the foundation issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import httpx
+
+from benchmarks._server import serve
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run(backend: str, pool: int, repeats: int) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    rng = random.Random(0)
+    with serve(backend) as url, httpx.Client(base_url=url, timeout=120) as c:
+        c.post("/v1/datasets", json={"name": "bench"}).raise_for_status()
+        prompts = [
+            {
+                "id": f"q{i}",
+                "text": f"Problem {i}: find x such that {i} x + {rng.randint(1, 99)} = 0.",
+            }
+            for i in range(pool)
+        ]
+        t0 = time.perf_counter()
+        for start in range(0, pool, 10_000):
+            c.post(
+                "/v1/datasets/bench/prompts", json={"prompts": prompts[start : start + 10_000]}
+            ).raise_for_status()
+            print(f"  uploaded {min(start + 10_000, pool):>7,}/{pool:,}", file=sys.stderr)
+        upload = time.perf_counter() - t0
+        rows.append((f"upload {pool:,} prompts (10k chunks)", f"{upload:.1f} s", "-", "≤ 30 s"))
+
+        c.post(
+            "/v1/runs", json={"name": "r", "dataset": "bench", "group_size": 8}
+        ).raise_for_status()
+        out_lat: list[float] = []
+        for step in range(repeats):
+            ids = rng.sample(range(pool), 1000)
+            results = [
+                {"prompt_id": f"q{i}", "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
+                for i in ids
+            ]
+            t = time.perf_counter()
+            c.post(
+                "/v1/runs/r/outcomes", json={"step": step, "results": results}
+            ).raise_for_status()
+            out_lat.append(time.perf_counter() - t)
+        rows.append(
+            (
+                "POST /outcomes, 1,000 groups of 8",
+                f"{1000 * _pct(out_lat, 0.5):.1f} ms",
+                f"{1000 * _pct(out_lat, 0.95):.1f} ms",
+                "p50 ≤ 100 ms",
+            )
+        )
+        print(f"  outcomes: {repeats} calls done", file=sys.stderr)
+
+        batch_lat: list[float] = []
+        report_lat: list[float] = []
+        for step in range(repeats, 2 * repeats):
+            t = time.perf_counter()
+            r = c.post("/v1/runs/r/batches", json={"step": step, "size": 256})
+            batch_lat.append(time.perf_counter() - t)
+            r.raise_for_status()
+            b = r.json()
+            results = [
+                {"prompt_id": p["id"], "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
+                for p in b["prompts"]
+            ]
+            t = time.perf_counter()
+            c.post(
+                "/v1/runs/r/outcomes",
+                json={"step": step, "batch_id": b["batch_id"], "results": results},
+            ).raise_for_status()
+            report_lat.append(time.perf_counter() - t)
+        rows.append(
+            (
+                f"POST /batches, 256 of {pool:,} (posterior)",
+                f"{1000 * _pct(batch_lat, 0.5):.1f} ms",
+                f"{1000 * _pct(batch_lat, 0.95):.1f} ms",
+                "p50 ≤ 50 ms",
+            )
+        )
+        rows.append(
+            (
+                "POST /outcomes, the batch's 256 groups",
+                f"{1000 * _pct(report_lat, 0.5):.1f} ms",
+                f"{1000 * _pct(report_lat, 0.95):.1f} ms",
+                "-",
+            )
+        )
+        step_times = [a + b for a, b in zip(batch_lat, report_lat, strict=True)]
+        rows.append(
+            (
+                "service time per step (batch + outcomes)",
+                f"{1000 * statistics.median(step_times):.1f} ms",
+                f"{1000 * _pct(step_times, 0.95):.1f} ms",
+                "-",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--backend", choices=["postgres", "embedded"], default="postgres")
+    ap.add_argument("--pool", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args()
+    rows = run(args.backend, args.pool, args.repeats)
+    print(f"\n### depo-service API benchmark ({args.backend}, 1 server process)\n")
+    print("| operation | p50 / total | p95 | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

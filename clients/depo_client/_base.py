@@ -1,0 +1,113 @@
+"""What the sync and async clients share: settings, headers, and turning inputs into bodies."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from itertools import islice
+from typing import Any, TypeAlias
+
+import httpx
+
+from depo_client._models import GroupResult
+from depo_client._retry import RetryPolicy
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+MAX_PROMPTS_PER_REQUEST = 10_000
+
+PromptLike: TypeAlias = Mapping[str, Any] | tuple[str, str]
+"""`{"id", "text", "metadata"?}` or an `(id, text)` pair."""
+
+ResultLike: TypeAlias = GroupResult | Mapping[str, Any]
+"""A `GroupResult` or its JSON form `{"prompt_id", "rewards", ...}`."""
+
+GroupsLike: TypeAlias = Mapping[str, Sequence[float]] | Sequence[ResultLike]
+"""`{prompt_id: rewards}` or a sequence of results."""
+
+
+class Settings:
+    """Connection settings; read DEPO_URL and DEPO_API_KEY when not given."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float | httpx.Timeout | None,
+        retry: RetryPolicy | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("DEPO_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("DEPO_API_KEY") or None
+        self.timeout = httpx.Timeout(DEFAULT_TIMEOUT if timeout is None else timeout)
+        self.retry = retry or RetryPolicy()
+        self.headers: dict[str, str] = {"User-Agent": "depo-client/0.1", **(headers or {})}
+        if self.api_key:
+            self.headers["Authorization"] = f"Bearer {self.api_key}"
+
+
+def prompt_json(p: PromptLike) -> dict[str, Any]:
+    if isinstance(p, tuple):
+        pid, text = p
+        return {"id": str(pid), "text": text}
+    out: dict[str, Any] = {"id": str(p["id"]), "text": p["text"]}
+    if p.get("metadata") is not None:
+        out["metadata"] = p["metadata"]
+    return out
+
+
+def chunked(prompts: Iterable[PromptLike], size: int) -> Iterator[list[dict[str, Any]]]:
+    if not 1 <= size <= MAX_PROMPTS_PER_REQUEST:
+        raise ValueError(f"chunk_size must be within 1..{MAX_PROMPTS_PER_REQUEST}, got {size}")
+    it = iter(prompts)
+    while chunk := [prompt_json(p) for p in islice(it, size)]:
+        yield chunk
+
+
+def results_json(groups: GroupsLike) -> list[dict[str, Any]]:
+    if isinstance(groups, Mapping):
+        return [GroupResult(str(k), list(v)).to_json() for k, v in groups.items()]
+    out: list[dict[str, Any]] = []
+    for r in groups:
+        if isinstance(r, GroupResult):
+            out.append(r.to_json())
+        else:
+            out.append(
+                GroupResult(
+                    str(r["prompt_id"]),
+                    list(r["rewards"]),
+                    r.get("mean_logprob"),
+                    r.get("response_lengths"),
+                ).to_json()
+            )
+    return out
+
+
+def batch_body(step: int, size: int, partition: str | int, strategy: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"step": step, "size": size, "partition": str(partition)}
+    if strategy is not None:
+        body["strategy"] = strategy
+    return body
+
+
+def run_body(
+    name: str,
+    dataset: str,
+    group_size: int,
+    success_threshold: float | None,
+    strategy: str | None,
+    selection: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "dataset": dataset, "group_size": group_size}
+    if success_threshold is not None:
+        body["success_threshold"] = success_threshold
+    if strategy is not None:
+        body["strategy"] = strategy
+    if selection is not None:
+        body["selection"] = dict(selection)
+    return body
+
+
+def total_of(prompts: Iterable[PromptLike]) -> int | None:
+    return len(prompts) if isinstance(prompts, Sized) else None
+

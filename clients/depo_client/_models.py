@@ -1,0 +1,339 @@
+"""Typed, immutable results. Each `from_json` reads one response body of the API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _dt(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str
+    embedder: str
+    prompt_count: int
+    embedded: int
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Dataset:
+        return cls(
+            name=str(d["name"]),
+            embedder=str(d["embedder"]),
+            prompt_count=int(d["prompt_count"]),
+            embedded=int(d["embedded"]),
+            created_at=_dt(d["created_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """Counts summed over every chunk of one `upload_prompts` call."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    prompt_count: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> UploadResult:
+        return cls(
+            inserted=int(d["inserted"]),
+            updated=int(d["updated"]),
+            unchanged=int(d["unchanged"]),
+            prompt_count=int(d["prompt_count"]),
+        )
+
+    def __add__(self, other: UploadResult) -> UploadResult:
+        return UploadResult(
+            inserted=self.inserted + other.inserted,
+            updated=self.updated + other.updated,
+            unchanged=self.unchanged + other.unchanged,
+            prompt_count=other.prompt_count,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    id: str
+    text: str
+    metadata: dict[str, Any] | None
+    content_hash: str
+    index: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Prompt:
+        meta = d.get("metadata")
+        return cls(
+            id=str(d["id"]),
+            text=str(d["text"]),
+            metadata=dict(meta) if isinstance(meta, Mapping) else None,
+            content_hash=str(d["content_hash"]),
+            index=int(d["index"]),
+            created_at=_dt(d["created_at"]),
+            updated_at=_dt(d["updated_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    name: str
+    dataset: str
+    group_size: int
+    success_threshold: float
+    strategy: str
+    selection: dict[str, Any]
+    created_at: datetime
+    steps_seen: int
+    last_step: int | None
+    outcomes: int
+    """Groups recorded (duplicates are not counted)."""
+    rollouts: int
+    successes: int
+    zero_variance_share: float | None
+    batches_served: int
+    epoch: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Run:
+        return cls(
+            name=str(d["name"]),
+            dataset=str(d["dataset"]),
+            group_size=int(d["group_size"]),
+            success_threshold=float(d["success_threshold"]),
+            strategy=str(d["strategy"]),
+            selection=dict(d.get("selection") or {}),
+            created_at=_dt(d["created_at"]),
+            steps_seen=int(d["steps_seen"]),
+            last_step=_opt_int(d.get("last_step")),
+            outcomes=int(d["outcomes"]),
+            rollouts=int(d["rollouts"]),
+            successes=int(d["successes"]),
+            zero_variance_share=_opt_float(d.get("zero_variance_share")),
+            batches_served=int(d["batches_served"]),
+            epoch=int(d["epoch"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServedPrompt:
+    id: str
+    text: str
+    predicted_pass_rate: float | None
+    """The service's estimate; None for prompts drawn by the local fallback."""
+    n: int | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ServedPrompt:
+        return cls(
+            id=str(d["id"]),
+            text=str(d["text"]),
+            predicted_pass_rate=_opt_float(d.get("predicted_pass_rate")),
+            n=_opt_int(d.get("n")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    scanned: int
+    kept: int
+    survival_rate: float
+    epoch: int
+    strategy: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BatchStats:
+        return cls(
+            scanned=int(d["scanned"]),
+            kept=int(d["kept"]),
+            survival_rate=float(d["survival_rate"]),
+            epoch=int(d["epoch"]),
+            strategy=str(d["strategy"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    batch_id: str
+    step: int
+    partition: str
+    expires_at: str
+    prompts: tuple[ServedPrompt, ...]
+    stats: BatchStats
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Batch:
+        return cls(
+            batch_id=str(d["batch_id"]),
+            step=int(d["step"]),
+            partition=str(d["partition"]),
+            expires_at=str(d["expires_at"]),
+            prompts=tuple(ServedPrompt.from_json(p) for p in d["prompts"]),
+            stats=BatchStats.from_json(d["stats"]),
+        )
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.prompts]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """The G rewards of one prompt's group, as `report` sends them."""
+
+    prompt_id: str
+    rewards: Sequence[float]
+    mean_logprob: float | None = None
+    response_lengths: Sequence[int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt_id": self.prompt_id,
+            "rewards": [float(r) for r in self.rewards],
+        }
+        if self.mean_logprob is not None:
+            out["mean_logprob"] = float(self.mean_logprob)
+        if self.response_lengths is not None:
+            out["response_lengths"] = [int(n) for n in self.response_lengths]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeAck:
+    accepted: int
+    duplicates: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> OutcomeAck:
+        return cls(accepted=int(d["accepted"]), duplicates=int(d["duplicates"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    pass_rate: float
+    alpha: float
+    beta: float
+    uncertainty: float
+    p_informative: float
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Estimate:
+        return cls(**{k: float(d[k]) for k in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    step: int
+    n: int
+    successes: int
+    reward_mean: float
+    batch_id: str | None
+    received_at: datetime
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HistoryEntry:
+        bid = d.get("batch_id")
+        return cls(
+            step=int(d["step"]),
+            n=int(d["n"]),
+            successes=int(d["successes"]),
+            reward_mean=float(d["reward_mean"]),
+            batch_id=None if bid is None else str(bid),
+            received_at=_dt(d["received_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStats:
+    id: str
+    observations: int
+    rollouts: int
+    successes: int
+    observed_pass_rate: float | None
+    last_step: int | None
+    history: tuple[HistoryEntry, ...]
+    estimate: Estimate
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PromptStats:
+        return cls(
+            id=str(d["id"]),
+            observations=int(d["observations"]),
+            rollouts=int(d["rollouts"]),
+            successes=int(d["successes"]),
+            observed_pass_rate=_opt_float(d.get("observed_pass_rate")),
+            last_step=_opt_int(d.get("last_step")),
+            history=tuple(HistoryEntry.from_json(h) for h in d["history"]),
+            estimate=Estimate.from_json(d["estimate"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramBin:
+    lo: float
+    hi: float
+    prompts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepShare:
+    step: int
+    groups: int
+    zero_variance_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    run: str
+    pool: int
+    prompts_seen: int
+    groups: int
+    rollouts: int
+    zero_variance_share: float | None
+    all_fail_prompts: int
+    all_pass_prompts: int
+    pass_rate_histogram: tuple[HistogramBin, ...] = field(default=())
+    zero_variance_by_step: tuple[StepShare, ...] = field(default=())
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Summary:
+        return cls(
+            run=str(d["run"]),
+            pool=int(d["pool"]),
+            prompts_seen=int(d["prompts_seen"]),
+            groups=int(d["groups"]),
+            rollouts=int(d["rollouts"]),
+            zero_variance_share=_opt_float(d.get("zero_variance_share")),
+            all_fail_prompts=int(d["all_fail_prompts"]),
+            all_pass_prompts=int(d["all_pass_prompts"]),
+            pass_rate_histogram=tuple(
+                HistogramBin(lo=float(b["lo"]), hi=float(b["hi"]), prompts=int(b["prompts"]))
+                for b in d.get("pass_rate_histogram", [])
+            ),
+            zero_variance_by_step=tuple(
+                StepShare(
+                    step=int(s["step"]),
+                    groups=int(s["groups"]),
+                    zero_variance_share=float(s["zero_variance_share"]),
+                )
+                for s in d.get("zero_variance_by_step", [])
+            ),
+        )

@@ -1,0 +1,153 @@
+"""Fast tests of the pure-compute difficulty predictor (service.estimator)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from service.estimator import (
+    ClientEmbedder,
+    FitConfig,
+    HashingEmbedder,
+    PredictorState,
+    fit,
+    get_embedder,
+    predict,
+    predict_logprob,
+    text_features,
+)
+
+TEXTS = [
+    "What is $2+2$?",
+    "Prove that $\\sum_{k=1}^{n} k^3 = \\left(\\frac{n(n+1)}{2}\\right)^2$ for all $n$.",
+    "How many positive integers less than 1000 are divisible by 7 but not by 11?",
+    "",
+]
+
+
+def _synthetic(n: int = 3000, d: int = 40, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Rows whose pass rate is a logistic function of two columns, observed as groups of 8."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    p = 1.0 / (1.0 + np.exp(-(1.5 * x[:, 0] - 1.0 * x[:, 1])))
+    trials = np.full(n, 8, dtype=np.float32)
+    succ = rng.binomial(8, p).astype(np.float32)
+    return x, succ, trials, p
+
+
+def test_hashing_embedder_deterministic_normalised_chunk_safe() -> None:
+    emb = HashingEmbedder()
+    a = emb.embed(TEXTS)
+    assert a.shape == (len(TEXTS), emb.dim) and a.dtype == np.float32
+    norms = np.linalg.norm(a[:3], axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    assert np.all(np.isfinite(a))
+    # Stateless: another instance, and embedding one text at a time, give the same vectors.
+    b = np.vstack([HashingEmbedder().embed([t]) for t in TEXTS])
+    np.testing.assert_array_equal(a, b)
+    assert emb.embed([]).shape == (0, emb.dim)
+
+
+def test_get_embedder_and_client() -> None:
+    assert get_embedder("hashing").name == "hashing"
+    assert get_embedder("minilm").dim == 384
+    assert get_embedder("hybrid").dim == HashingEmbedder().dim + 384
+    client = get_embedder("client", dim=16)
+    assert isinstance(client, ClientEmbedder) and client.dim == 16
+    with pytest.raises(RuntimeError):
+        client.embed(["x"])
+    with pytest.raises(ValueError):
+        get_embedder("nope")
+
+
+def test_minilm_embedder_small() -> None:
+    emb = get_embedder("minilm")
+    a = emb.embed(TEXTS[:3])
+    assert a.shape == (3, 384) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(emb.embed(TEXTS[:1])[0], a[0], atol=1e-5)
+
+
+def test_text_features_shape_and_signal() -> None:
+    f = text_features(TEXTS)
+    assert f.shape[0] == len(TEXTS) and f.dtype == np.float32
+    assert np.all(np.isfinite(f))
+    assert f[1, 0] > f[0, 0]  # log length grows with length
+
+
+@pytest.mark.parametrize("ranking_weight", [0.0, 3.0])
+def test_fit_learns_signal_and_beats_constant(ranking_weight: float) -> None:
+    x, s, t, p = _synthetic()
+    tr, te = slice(0, 2400), slice(2400, None)
+    cfg = FitConfig(blocks=(x.shape[1],), block_gains=(1.0,))
+    state = fit(x[tr], s[tr], t[tr], ranking_weight=ranking_weight, config=cfg)
+    pred = predict(state, x[te])
+    assert pred.shape == (600,) and np.all((pred > 0) & (pred < 1))
+    assert spearmanr(pred, p[te])[0] > 0.5
+
+    def constant_predict(xx: np.ndarray) -> np.ndarray:
+        return np.full(xx.shape[0], s[tr].sum() / t[tr].sum())
+
+    # The same assertion must fail for a constant predictor (Spearman is NaN/0 for it).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = spearmanr(constant_predict(x[te]), p[te])[0]
+    assert not (rho > 0.5)
+
+
+def test_default_blocks_with_text_features() -> None:
+    rng = np.random.default_rng(1)
+    emb = HashingEmbedder(dim=64).embed([f"problem {i} " * (1 + i % 7) for i in range(300)])
+    feats = text_features([f"problem {i} " * (1 + i % 7) for i in range(300)])
+    x = np.hstack([emb, feats])
+    p = 1.0 / (1.0 + np.exp(feats[:, 0] - feats[:, 0].mean()))
+    s = rng.binomial(8, p).astype(np.float32)
+    state = fit(x, s, np.full(300, 8.0, np.float32))
+    assert spearmanr(predict(state, x), p)[0] > 0.5
+
+
+def test_round_trip_bytes_identical_predictions() -> None:
+    x, s, t, _ = _synthetic(n=500, d=10)
+    lp = np.where(np.arange(500) % 3 == 0, np.nan, -x[:, 0]).astype(np.float32)
+    for hidden in (0, 8):
+        cfg = FitConfig(hidden=hidden, blocks=(10,), block_gains=(1.0,))
+        state = fit(x, s, t, logprob=lp, config=cfg)
+        blob = state.to_bytes()
+        assert isinstance(blob, bytes)
+        back = PredictorState.from_bytes(blob)
+        np.testing.assert_array_equal(predict(state, x), predict(back, x))
+        np.testing.assert_array_equal(predict_logprob(state, x), predict_logprob(back, x))
+        assert back.meta == state.meta
+
+
+def test_logprob_head_learns_where_given() -> None:
+    x, s, t, _ = _synthetic(n=1000, d=10)
+    lp = (-2.0 + 0.5 * x[:, 3]).astype(np.float32)
+    lp[::4] = np.nan
+    cfg = FitConfig(hidden=0, blocks=(10,), block_gains=(1.0,))
+    state = fit(x, s, t, logprob=lp, config=cfg)
+    ok = np.isfinite(lp)
+    assert np.corrcoef(predict_logprob(state, x)[ok], lp[ok])[0, 1] > 0.9
+
+
+def test_warm_start_changes_little() -> None:
+    x, s, t, _ = _synthetic()
+    cfg = FitConfig(blocks=(x.shape[1],), block_gains=(1.0,))
+    first = fit(x, s, t, config=cfg)
+    again = fit(x, s, t, config=cfg, init=first)
+    diff = np.abs(predict(first, x) - predict(again, x)).max()
+    assert diff < 0.02
+
+
+def test_weights_and_validation() -> None:
+    x, s, t, _ = _synthetic(n=200, d=5)
+    cfg = FitConfig(blocks=(5,), block_gains=(1.0,))
+    fit(x, s, t, weights=np.linspace(0.1, 1.0, 200), config=cfg)
+    with pytest.raises(ValueError):
+        fit(x, t + 1, t, config=cfg)
+    state = fit(x, s, t, config=cfg)
+    with pytest.raises(ValueError):
+        predict(state, x[:, :4])
