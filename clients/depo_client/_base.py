@@ -110,4 +110,3 @@ def run_body(
 
 def total_of(prompts: Iterable[PromptLike]) -> int | None:
     return len(prompts) if isinstance(prompts, Sized) else None
-

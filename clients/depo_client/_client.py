@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -192,7 +193,9 @@ class DepoClient:
         return UploadResult.from_json(data)
 
     def get_prompt(self, dataset: str, prompt_id: str) -> Prompt:
-        return Prompt.from_json(self.request("GET", f"/v1/datasets/{dataset}/prompts/{prompt_id}"))
+        return Prompt.from_json(
+            self.request("GET", f"/v1/datasets/{dataset}/prompts/{quote(prompt_id, safe='')}")
+        )
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -243,7 +246,9 @@ class DepoClient:
         )
 
     def prompt_stats(self, run: str, prompt_id: str) -> PromptStats:
-        return PromptStats.from_json(self.request("GET", f"/v1/runs/{run}/prompts/{prompt_id}"))
+        return PromptStats.from_json(
+            self.request("GET", f"/v1/runs/{run}/prompts/{quote(prompt_id, safe='')}")
+        )
 
     def summary(self, run: str, *, bins: int = 10, last_steps: int = 1000) -> Summary:
         data = self.request(

@@ -99,7 +99,9 @@ def error_from_response(response: httpx.Response) -> APIError:
     body: dict[str, Any] = payload if isinstance(payload, dict) else {}
     detail = body.get("detail")
     if not isinstance(detail, str):
-        detail = str(detail) if detail is not None else (response.text[:500] or response.reason_phrase)
+        detail = (
+            str(detail) if detail is not None else (response.text[:500] or response.reason_phrase)
+        )
     field = body.get("field")
     status = response.status_code
     cls = _BY_STATUS.get(status)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 
 class Progress:
@@ -20,7 +21,7 @@ class Progress:
         if not enabled:
             return
         try:
-            from tqdm.auto import tqdm
+            tqdm: Any = importlib.import_module("tqdm.auto").tqdm
         except ImportError:
             return
         self._bar = tqdm(total=total, desc=desc, unit="prompt", file=sys.stderr, leave=True)
@@ -59,7 +60,7 @@ class Progress:
         sys.stderr.write("\n")
         sys.stderr.flush()
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -30,6 +30,7 @@ class BatchStats(BaseModel):
     survival_rate: float
     epoch: int
     strategy: str
+    expected_informative: float | None = None
 
 
 class BatchResponse(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import timedelta
 
@@ -19,8 +20,9 @@ from service.exceptions import Conflict, InvalidInput
 from service.runs import service as runs
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
+from service.selection.budget import allocate, mixed
 from service.state import AppState
-from service.stats.math import beta_posterior
+from service.stats.math import beta_posterior, p_informative
 from service.stats.service import catch_up
 
 IntArray = selection.strategies.IntArray
@@ -130,7 +132,10 @@ async def _create(
     session: AsyncSession, state: AppState, run: Run, dataset: Dataset, body: BatchRequest
 ) -> BatchResponse:
     cfg = SelectionConfig.model_validate(run.selection)
-    strategy = selection.get(body.strategy or run.strategy)
+    name = body.strategy or run.strategy
+    if run.groups < cfg.warmup_outcomes:
+        name = "uniform"
+    strategy = selection.get(name)
     leased = await leased_idxs(session, run.id)
     free = dataset.prompt_count - len(leased)
     if body.size > free:
@@ -138,24 +143,68 @@ async def _create(
             f"only {free} prompts are free: {len(leased)} are out in unreported batches",
             field="size",
         )
-    if strategy.needs_stats:
+    if strategy.needs_stats or cfg.budget:
         await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
     cursor = _EpochCursor(run, dataset.prompt_count, cfg, set(leased))
     rng = np.random.default_rng([cfg.seed, run.id, run.batch_seq + 1])
-    scan = min(strategy.scan_size(body.size, cfg), free)
-    cand_idx = cursor.draw(scan)
     step = max(body.step, run.max_step)
-    stats = await state.hot.get_many(run.id, cand_idx.tolist()) if strategy.needs_stats else []
-    alpha, beta = beta_posterior(
-        stats or [None] * len(cand_idx), step, cfg.discount, cfg.prior_alpha, cfg.prior_beta
+    limit = min(strategy.max_scan(body.size, cfg), free)
+    cands = await _candidates(
+        state, run, cfg, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
     )
-    cands = selection.Candidates(idx=cand_idx, alpha=alpha, beta=beta)
-    keep = strategy.choose(cands, body.size, cfg, rng)
+    keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
+    while len(keep) < body.size and len(cands) < limit:
+        more = cursor.draw(min(math.ceil(body.size * cfg.oversample), limit - len(cands)))
+        if len(more) == 0:
+            break
+        cands = _concat(cands, await _candidates(state, run, cfg, more, step))
+        keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
+    keep = selection.strategies.fill(keep, cands, body.size, cfg.target)
     if len(keep) < body.size:
         raise Conflict(f"could only select {len(keep)} of {body.size} prompts", field="size")
-    kept_idx = cand_idx[keep]
-    predicted = cands.mean[keep]
-    return await _store(session, state, run, dataset, body, kept_idx, predicted, len(cand_idx), cfg)
+    kept = selection.Candidates(
+        idx=cands.idx[keep], alpha=cands.alpha[keep], beta=cands.beta[keep], seen=cands.seen[keep]
+    )
+    suggested = None
+    if cfg.budget:
+        suggested = allocate(
+            kept.alpha,
+            kept.beta,
+            body.size * run.group_size,
+            cfg.n_min,
+            cfg.n_max or 2 * run.group_size,
+        )
+        expected = float(np.mean(mixed(kept.alpha, kept.beta, suggested)))
+    else:
+        expected = float(np.mean(p_informative(kept.alpha, kept.beta, run.group_size)))
+    stats = BatchStats(
+        scanned=len(cands),
+        kept=len(kept),
+        survival_rate=len(kept) / len(cands) if len(cands) else 0.0,
+        epoch=run.epoch,
+        strategy=name,
+        expected_informative=expected,
+    )
+    return await _store(session, state, run, dataset, body, kept, suggested, stats, cfg)
+
+
+async def _candidates(
+    state: AppState, run: Run, cfg: SelectionConfig, idx: IntArray, step: int
+) -> selection.Candidates:
+    """Posterior of each drawn prompt: the run's prior plus its discounted history."""
+    stats = await state.hot.get_many(run.id, idx.tolist())
+    alpha, beta = beta_posterior(stats, step, cfg.discount, cfg.prior_alpha, cfg.prior_beta)
+    seen = np.array([s is not None for s in stats], dtype=bool)
+    return selection.Candidates(idx=idx, alpha=alpha, beta=beta, seen=seen)
+
+
+def _concat(a: selection.Candidates, b: selection.Candidates) -> selection.Candidates:
+    return selection.Candidates(
+        idx=np.concatenate([a.idx, b.idx]),
+        alpha=np.concatenate([a.alpha, b.alpha]),
+        beta=np.concatenate([a.beta, b.beta]),
+        seen=np.concatenate([a.seen, b.seen]),
+    )
 
 
 async def _store(
@@ -164,12 +213,15 @@ async def _store(
     run: Run,
     dataset: Dataset,
     body: BatchRequest,
-    kept_idx: IntArray,
-    predicted: np.ndarray,
-    scanned: int,
+    kept: selection.Candidates,
+    suggested: IntArray | None,
+    stats: BatchStats,
     cfg: SelectionConfig,
 ) -> BatchResponse:
-    info = await datasets.prompts_by_pos(session, dataset.id, kept_idx.tolist())
+    idxs = kept.idx.tolist()
+    predicted = kept.mean.tolist()
+    ns = suggested.tolist() if suggested is not None else [None] * len(idxs)
+    info = await datasets.prompts_by_pos(session, dataset.id, idxs)
     now = utcnow()
     lease = cfg.lease_seconds or state.settings.lease_seconds
     run.batch_seq += 1
@@ -180,15 +232,9 @@ async def _store(
         step=body.step,
         partition=body.partition,
         size=body.size,
-        strategy=body.strategy or run.strategy,
+        strategy=stats.strategy,
         epoch=run.epoch,
-        stats=BatchStats(
-            scanned=scanned,
-            kept=len(kept_idx),
-            survival_rate=len(kept_idx) / scanned if scanned else 0.0,
-            epoch=run.epoch,
-            strategy=body.strategy or run.strategy,
-        ).model_dump(),
+        stats=stats.model_dump(),
         created_at=now,
         expires_at=now + timedelta(seconds=lease),
     )
@@ -199,21 +245,19 @@ async def _store(
             "batch_id": batch.id,
             "position": pos,
             "run_id": run.id,
-            "prompt_id": info[int(i)].pk,
-            "prompt_idx": int(i),
-            "predicted": float(p),
-            "suggested_n": None,
+            "prompt_id": info[i].pk,
+            "prompt_idx": i,
+            "predicted": p,
+            "suggested_n": n,
             "reported": False,
         }
-        for pos, (i, p) in enumerate(zip(kept_idx, predicted, strict=True))
+        for pos, (i, p, n) in enumerate(zip(idxs, predicted, ns, strict=True))
     ]
     await session.execute(insert(BatchItem), items)
     await session.flush()
     prompts = [
-        ServedPrompt(
-            id=info[int(i)].client_id, text=info[int(i)].text, predicted_pass_rate=float(p)
-        )
-        for i, p in zip(kept_idx, predicted, strict=True)
+        ServedPrompt(id=info[i].client_id, text=info[i].text, predicted_pass_rate=p, n=n)
+        for i, p, n in zip(idxs, predicted, ns, strict=True)
     ]
     return BatchResponse(
         batch_id=batch.id,
@@ -221,5 +265,5 @@ async def _store(
         partition=batch.partition,
         expires_at=batch.expires_at.isoformat(),
         prompts=prompts,
-        stats=BatchStats.model_validate(batch.stats),
+        stats=stats,
     )

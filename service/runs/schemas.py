@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.common import Name
 
-StrategyField = Literal["uniform", "posterior"]
+StrategyField = Literal["uniform", "posterior", "window", "target", "informative"]
 
 
 class SelectionConfig(BaseModel):
@@ -20,7 +20,16 @@ class SelectionConfig(BaseModel):
     discount: float = Field(0.995, gt=0, le=1, description="weight of an outcome per step of age")
     explore: float = Field(0.1, ge=0, le=1, description="share of each batch drawn at random")
     oversample: float = Field(4.0, ge=1, le=100, description="candidates scanned per served slot")
-    target: float = Field(0.5, gt=0, lt=1, description="pass rate the posterior strategy seeks")
+    target: float = Field(0.5, gt=0, lt=1, description="pass rate posterior/target seek")
+    window_lo: float = Field(0.15, ge=0, le=1, description="window: lowest predicted rate kept")
+    window_hi: float = Field(0.85, ge=0, le=1, description="window: highest predicted rate kept")
+    max_scan: float = Field(16.0, ge=1, le=1000, description="window: most candidates per slot")
+    warmup_outcomes: int = Field(
+        0, ge=0, description="serve uniformly until the run has seen this many groups"
+    )
+    budget: bool = Field(False, description="suggest a rollout count n per served prompt")
+    n_min: int = Field(2, ge=1, le=1024, description="budget: fewest rollouts per prompt")
+    n_max: int | None = Field(None, ge=1, le=1024, description="budget: most (default 2 G)")
     prior_alpha: float = Field(1.0, gt=0, le=1e6)
     prior_beta: float = Field(1.0, gt=0, le=1e6)
     lease_seconds: float | None = Field(None, gt=0, le=7 * 86400)
@@ -34,7 +43,7 @@ class RunCreate(BaseModel):
     dataset: Name
     group_size: int = Field(ge=1, le=1024)
     success_threshold: float = Field(0.5, allow_inf_nan=False)
-    strategy: StrategyField = "posterior"
+    strategy: StrategyField = "informative"
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
 

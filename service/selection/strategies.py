@@ -1,4 +1,4 @@
-"""Each strategy says how many candidates to scan and which of them to keep."""
+"""Each strategy scores a scanned window of candidates and says which to keep."""
 
 from __future__ import annotations
 
@@ -14,37 +14,100 @@ from service.runs.schemas import SelectionConfig
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-StrategyName = Literal["uniform", "posterior"]
+StrategyName = Literal["uniform", "posterior", "window", "target", "informative"]
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """A scanned window: dense prompt positions and their Beta posteriors."""
+    """A scanned window: dense prompt positions, Beta posteriors, and whether history exists."""
 
     idx: IntArray
     alpha: FloatArray
     beta: FloatArray
+    seen: npt.NDArray[np.bool_]
 
     @property
     def mean(self) -> FloatArray:
         return self.alpha / (self.alpha + self.beta)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+def mixed_probability(p: FloatArray, group_size: int) -> FloatArray:
+    """Chance that G rollouts at pass rate p are not all equal: the group teaches something."""
+    out: FloatArray = 1.0 - p**group_size - (1.0 - p) ** group_size
+    return out
 
 
 class Strategy(Protocol):
     name: str
     needs_stats: bool
 
-    def scan_size(self, size: int, cfg: SelectionConfig) -> int: ...
+    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
+        """Candidates to draw before the first `choose`."""
+        ...
+
+    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+        """Candidates to draw at most, when `choose` keeps fewer than `size`."""
+        ...
 
     def choose(
-        self, cands: Candidates, size: int, cfg: SelectionConfig, rng: np.random.Generator
+        self,
+        cands: Candidates,
+        size: int,
+        cfg: SelectionConfig,
+        rng: np.random.Generator,
+        group_size: int,
     ) -> IntArray:
-        """Positions into `cands` to serve, at most `size` of them."""
+        """Positions into `cands` to serve, at most `size`; fewer asks for more candidates."""
         ...
 
 
+class _Scored:
+    """Scan `oversample * size`, keep an exploration share at random and the best of the rest."""
+
+    name = "scored"
+    needs_stats = True
+
+    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
+        return math.ceil(size * cfg.oversample)
+
+    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+        return self.scan_size(size, cfg)
+
+    def score(
+        self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
+    ) -> FloatArray:
+        raise NotImplementedError
+
+    def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
+        return rest
+
+    def choose(
+        self,
+        cands: Candidates,
+        size: int,
+        cfg: SelectionConfig,
+        rng: np.random.Generator,
+        group_size: int,
+    ) -> IntArray:
+        size = min(size, len(cands))
+        scores = self.score(cands, cfg, rng, group_size)
+        # random tie-break, so equal scores (all unseen) do not follow scan order
+        order = np.lexsort((rng.random(len(cands)), -scores))
+        n_explore = min(round(cfg.explore * size), size)
+        exploit = order[: size - n_explore]
+        rest = order[size - n_explore :]
+        pool = self.explore_pool(cands, rest)
+        if len(pool) < n_explore:
+            pool = rest
+        explore = rng.choice(pool, size=n_explore, replace=False) if n_explore else pool[:0]
+        return np.concatenate([exploit, explore]).astype(np.int64)
+
+
 class Uniform:
-    """Random without replacement within an epoch: the GRPO baseline."""
+    """The epoch permutation as it comes: plain GRPO."""
 
     name = "uniform"
     needs_stats = False
@@ -52,37 +115,97 @@ class Uniform:
     def scan_size(self, size: int, cfg: SelectionConfig) -> int:
         return size
 
+    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+        return size
+
     def choose(
-        self, cands: Candidates, size: int, cfg: SelectionConfig, rng: np.random.Generator
+        self,
+        cands: Candidates,
+        size: int,
+        cfg: SelectionConfig,
+        rng: np.random.Generator,
+        group_size: int,
     ) -> IntArray:
-        return np.arange(min(size, len(cands.idx)), dtype=np.int64)
+        return np.arange(min(size, len(cands)), dtype=np.int64)
 
 
-class Posterior:
-    """MoPPS-style: keep posterior means nearest 0.5, plus a random share for exploration."""
+class Posterior(_Scored):
+    """MoPPS-style ranking by posterior mean nearest the target pass rate."""
 
     name = "posterior"
+
+    def score(
+        self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
+    ) -> FloatArray:
+        out: FloatArray = -np.abs(cands.mean - cfg.target)
+        return out
+
+
+class Target(_Scored):
+    """MoPPS: Thompson-sample each posterior, keep the samples nearest the target."""
+
+    name = "target"
+
+    def score(
+        self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
+    ) -> FloatArray:
+        out: FloatArray = -np.abs(rng.beta(cands.alpha, cands.beta) - cfg.target)
+        return out
+
+
+class Informative(_Scored):
+    """Ours: rank by P(group of G is mixed) under a Thompson sample; explore re-tests rejects."""
+
+    name = "informative"
+
+    def score(
+        self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
+    ) -> FloatArray:
+        return mixed_probability(rng.beta(cands.alpha, cands.beta), group_size)
+
+    def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
+        """Prompts filtered out before (they have history) are the ones worth re-testing."""
+        return rest[cands.seen[rest]]
+
+
+class Window:
+    """DEPO: keep predicted pass rates inside [lo, hi], scanning as far as needed."""
+
+    name = "window"
     needs_stats = True
 
     def scan_size(self, size: int, cfg: SelectionConfig) -> int:
         return math.ceil(size * cfg.oversample)
 
+    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+        return math.ceil(size * cfg.max_scan)
+
     def choose(
-        self, cands: Candidates, size: int, cfg: SelectionConfig, rng: np.random.Generator
+        self,
+        cands: Candidates,
+        size: int,
+        cfg: SelectionConfig,
+        rng: np.random.Generator,
+        group_size: int,
     ) -> IntArray:
-        n = len(cands.idx)
-        size = min(size, n)
-        n_explore = min(round(cfg.explore * size), size)
-        order = rng.permutation(n)
-        explore = order[:n_explore]
-        rest = order[n_explore:]
-        distance = np.abs(cands.mean[rest] - cfg.target)
-        exploit = rest[np.argsort(distance, kind="stable")[: size - n_explore]]
-        return np.concatenate([explore, exploit]).astype(np.int64)
+        mean = cands.mean
+        inside = np.flatnonzero((mean >= cfg.window_lo) & (mean <= cfg.window_hi))
+        return inside[:size].astype(np.int64)
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Uniform(), Posterior())}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s for s in (Uniform(), Posterior(), Target(), Informative(), Window())
+}
 
 
 def get(name: str) -> Strategy:
     return STRATEGIES[name]
+
+
+def fill(keep: IntArray, cands: Candidates, size: int, target: float) -> IntArray:
+    """Top a short selection up with the remaining candidates nearest the target rate."""
+    if len(keep) >= size:
+        return keep
+    rest = np.setdiff1d(np.arange(len(cands)), keep, assume_unique=False)
+    nearest = rest[np.argsort(np.abs(cands.mean[rest] - target), kind="stable")]
+    return np.concatenate([keep, nearest[: size - len(keep)]]).astype(np.int64)

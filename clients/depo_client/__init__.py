@@ -1,0 +1,82 @@
+"""Thin client for the depo service: informative GRPO batches in, rollout outcomes out.
+
+from depo_client import DepoClient, Curriculum
+
+depo = DepoClient("http://127.0.0.1:8000")
+curriculum = Curriculum(depo, "my-run", prompts={"p0": "1 + 1 = ?", ...})
+for step in range(steps):
+    prompts = curriculum.batch(step, size=64)
+    ...
+    curriculum.report(step, {p.id: rewards_of(p) for p in prompts})
+"""
+
+from depo_client._async_client import AsyncDepoClient
+from depo_client._client import DepoClient
+from depo_client._exceptions import (
+    UNREACHABLE,
+    APIError,
+    BadRequest,
+    Conflict,
+    DepoError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TransportError,
+    Unauthorized,
+)
+from depo_client._fallback import Curriculum
+from depo_client._models import (
+    Batch,
+    BatchStats,
+    Dataset,
+    Estimate,
+    GroupResult,
+    HistogramBin,
+    HistoryEntry,
+    OutcomeAck,
+    Prompt,
+    PromptStats,
+    Run,
+    ServedPrompt,
+    StepShare,
+    Summary,
+    UploadResult,
+)
+from depo_client._retry import RetryPolicy
+from depo_client._spool import Spool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UNREACHABLE",
+    "APIError",
+    "AsyncDepoClient",
+    "BadRequest",
+    "Batch",
+    "BatchStats",
+    "Conflict",
+    "Curriculum",
+    "Dataset",
+    "DepoClient",
+    "DepoError",
+    "Estimate",
+    "GroupResult",
+    "HistogramBin",
+    "HistoryEntry",
+    "NotFound",
+    "OutcomeAck",
+    "PayloadTooLarge",
+    "Prompt",
+    "PromptStats",
+    "RetryPolicy",
+    "Run",
+    "ServedPrompt",
+    "ServiceUnavailable",
+    "Spool",
+    "StepShare",
+    "Summary",
+    "TransportError",
+    "Unauthorized",
+    "UploadResult",
+    "__version__",
+]

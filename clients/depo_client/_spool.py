@@ -1,0 +1,85 @@
+"""A durable, ordered queue of outcome reports that could not be delivered yet.
+
+One JSON object per line: `{"run", "body"}` where `body` is the exact `POST .../outcomes` body,
+with its original `step` and `batch_id`. An entry leaves the file only after the service
+acknowledged it with a 2xx; a crash between the ack and the removal re-sends it, and the
+service's idempotency (per batch and prompt, or step and prompt) counts it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    run: str
+    body: dict[str, Any]
+
+
+class Spool:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def append(self, run: str, body: Mapping[str, Any]) -> None:
+        line = json.dumps({"run": run, "body": dict(body)}, separators=(",", ":"))
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def entries(self) -> list[SpoolEntry]:
+        with self._lock:
+            return self._read()
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def _read(self) -> list[SpoolEntry]:
+        if not self.path.exists():
+            return []
+        out: list[SpoolEntry] = []
+        with open(self.path, encoding="utf-8") as f:
+            for raw in f:
+                raw = raw.strip()
+                if not raw:
+                    continue
+                try:
+                    item = json.loads(raw)
+                except ValueError:  # a torn last line from a crash mid-append: it was never acked
+                    continue
+                out.append(SpoolEntry(str(item["run"]), dict(item["body"])))
+        return out
+
+    def _write(self, entries: list[SpoolEntry]) -> None:
+        if not entries:
+            self.path.unlink(missing_ok=True)
+            return
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for e in entries:
+                f.write(json.dumps({"run": e.run, "body": e.body}, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def drain(self, send: Callable[[SpoolEntry], None]) -> int:
+        """Send entries oldest first, removing each after `send` returns; stop at the first
+        exception (re-raised) so order is kept. Returns how many were delivered."""
+        delivered = 0
+        with self._lock:
+            pending = self._read()
+            while pending:
+                send(pending[0])
+                pending = pending[1:]
+                self._write(pending)
+                delivered += 1
+        return delivered
