@@ -62,7 +62,14 @@ async def test_posterior_prefers_prompts_near_half(client: httpx.AsyncClient, ui
     """After one observed group per prompt, posterior serves mixed prompts over solved ones."""
     ds, run = f"ds-{uid}", f"run-{uid}"
     prompts = await make_dataset(client, ds, 400)
-    await make_run(client, run, ds, group_size=8, strategy="posterior", selection={"explore": 0.0, "oversample": 4.0})
+    await make_run(
+        client,
+        run,
+        ds,
+        group_size=8,
+        strategy="posterior",
+        selection={"explore": 0.0, "oversample": 4.0},
+    )
     rng = random.Random(1)
     easy = {p["id"] for p in prompts if rng.random() < 0.5}
     results = [

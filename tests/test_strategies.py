@@ -1,0 +1,141 @@
+"""Contracts of each strategy, on the pure functions and through the API."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import numpy as np
+import pytest
+
+from service.runs.schemas import SelectionConfig
+from service.selection import strategies as st
+from service.selection.budget import allocate, mixed
+from tests.conftest import make_dataset, make_run
+
+
+def _cands(means: list[float], strength: float = 50.0, seen: bool = True) -> st.Candidates:
+    m = np.array(means)
+    return st.Candidates(
+        idx=np.arange(len(m), dtype=np.int64),
+        alpha=m * strength + 1e-3,
+        beta=(1 - m) * strength + 1e-3,
+        seen=np.full(len(m), seen),
+    )
+
+
+def test_window_keeps_only_inside_bounds() -> None:
+    cfg = SelectionConfig(window_lo=0.2, window_hi=0.7)
+    cands = _cands([0.05, 0.3, 0.9, 0.5, 0.71, 0.2, 0.99])
+    keep = st.get("window").choose(cands, 10, cfg, np.random.default_rng(0), 8)
+    assert sorted(cands.mean[keep].round(2).tolist()) == [0.2, 0.3, 0.5]
+
+
+def test_informative_prefers_mixed_groups_and_explores_rejects() -> None:
+    rng = np.random.default_rng(0)
+    means = [0.01] * 40 + [0.99] * 40 + [0.5] * 15
+    cands = _cands(means, strength=200)
+    cfg = SelectionConfig(explore=0.25)
+    keep = st.get("informative").choose(cands, 20, cfg, rng, 8)
+    assert len(keep) == len(set(keep.tolist())) == 20
+    mid = int((np.abs(cands.mean[keep] - 0.5) < 0.1).sum())
+    assert mid == 15, "the exploit share is the 15 mixed prompts"
+    assert 20 - mid == round(0.25 * 20), "the exploration share re-tests filtered prompts"
+
+
+def test_target_is_thompson_sampled_around_target() -> None:
+    cfg = SelectionConfig(target=0.3, explore=0.0)
+    cands = _cands([0.1, 0.3, 0.31, 0.9, 0.6], strength=400)
+    keep = st.get("target").choose(cands, 2, cfg, np.random.default_rng(1), 8)
+    assert set(keep.tolist()) == {1, 2}
+    wide = _cands([0.3] * 50, strength=2)  # Thompson draws differ when the posterior is wide
+    picks = {
+        tuple(sorted(st.get("target").choose(wide, 5, cfg, np.random.default_rng(s), 8)))
+        for s in range(5)
+    }
+    assert len(picks) > 1
+
+
+def test_mixed_probability_and_budget() -> None:
+    assert mixed(np.array([1.0]), np.array([1.0]), np.array([8]))[0] == pytest.approx(1 - 2 / 9)
+    a, b = np.array([10.0, 17.0, 2.0]), np.array([10.0, 3.0, 10.0])  # p near 0.5, 0.85, 0.17
+    n = allocate(a, b, total=24, n_min=2, n_max=16)
+    assert n.sum() == 24 and n.min() >= 2 and n.max() <= 16
+    assert n[0] < n[1] and n[0] < n[2], "skewed prompts need more rollouts for a mixed group"
+    assert mixed(a, b, n).sum() >= mixed(a, b, np.array([8, 8, 8])).sum()
+
+
+async def test_warmup_accepts_all_then_filters(client: httpx.AsyncClient, uid: str) -> None:
+    prompts = await make_dataset(client, f"ds-{uid}", 300)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        group_size=4,
+        strategy="informative",
+        selection={"warmup_outcomes": 40},
+    )
+    url = f"/v1/runs/run-{uid}"
+    solved = {p["id"] for p in prompts[::2]}
+    for step in range(3):
+        b = (await client.post(f"{url}/batches", json={"step": step, "size": 20})).json()
+        expected = "uniform" if step < 2 else "informative"
+        assert b["stats"]["strategy"] == expected
+        assert b["stats"]["scanned"] == (20 if step < 2 else 80)
+        results = [
+            {"prompt_id": p["id"], "rewards": [1, 1, 1, 1] if p["id"] in solved else [1, 0, 1, 0]}
+            for p in b["prompts"]
+        ]
+        await client.post(
+            f"{url}/outcomes", json={"step": step, "batch_id": b["batch_id"], "results": results}
+        )
+
+
+async def test_window_through_api_scans_until_full(client: httpx.AsyncClient, uid: str) -> None:
+    prompts = await make_dataset(client, f"ds-{uid}", 400)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        group_size=8,
+        strategy="window",
+        selection={"oversample": 1},
+    )
+    rng = random.Random(0)
+    mixed_ids = set(rng.sample([p["id"] for p in prompts], 60))
+    results = [
+        {"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4 if p["id"] in mixed_ids else [0.0] * 8}
+        for p in prompts
+    ]
+    await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+    b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 20})).json()
+    assert {p["id"] for p in b["prompts"]} <= mixed_ids
+    assert all(0.15 <= p["predicted_pass_rate"] <= 0.85 for p in b["prompts"])
+    assert b["stats"]["scanned"] > 20 and b["stats"]["kept"] == 20
+
+
+async def test_budget_suggests_n_that_sums_to_size_times_g(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    prompts = await make_dataset(client, f"ds-{uid}", 100)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        group_size=8,
+        strategy="uniform",
+        selection={"budget": True},
+    )
+    results = [
+        {"prompt_id": p["id"], "rewards": [1.0] * 7 + [0.0] if i % 2 else [1.0, 0.0] * 4}
+        for i, p in enumerate(prompts)
+    ]
+    await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+    b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 16})).json()
+    ns = [p["n"] for p in b["prompts"]]
+    assert sum(ns) == 16 * 8 and min(ns) >= 2 and max(ns) <= 16
+    skewed = [p["n"] for p in b["prompts"] if p["predicted_pass_rate"] > 0.7]
+    even = [p["n"] for p in b["prompts"] if p["predicted_pass_rate"] < 0.6]
+    assert skewed and even and min(skewed) > max(even)
+    again = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 16})).json()
+    assert [p["n"] for p in again["prompts"]] == ns
