@@ -82,24 +82,30 @@ class Inputs:
     gains: tuple[float, ...]
 
 
-def build_inputs(
-    texts: Sequence[str], which: str, feats: np.ndarray
-) -> list[Inputs]:
+def build_inputs(texts: Sequence[str], which: str, feats: np.ndarray) -> list[Inputs]:
     """Embed texts with the requested embedder(s) and append the text features."""
     out: list[Inputs] = []
     h = m = None
     if which in ("hashing", "both"):
         h = HashingEmbedder().embed(texts)
-        out.append(Inputs("hashing", np.hstack([h, feats]), (h.shape[1], N_FEATURES),
-                          GAINS["hashing"]))
+        out.append(
+            Inputs("hashing", np.hstack([h, feats]), (h.shape[1], N_FEATURES), GAINS["hashing"])
+        )
     if which in ("minilm", "both"):
         m = minilm_cached(texts)
-        out.append(Inputs("minilm", np.hstack([m, feats]), (m.shape[1], N_FEATURES),
-                          GAINS["minilm"]))
+        out.append(
+            Inputs("minilm", np.hstack([m, feats]), (m.shape[1], N_FEATURES), GAINS["minilm"])
+        )
     if h is not None and m is not None:
         hy = combine_hybrid(h, m)
-        out.append(Inputs("hybrid", np.hstack([hy, feats]),
-                          (h.shape[1], m.shape[1], N_FEATURES), GAINS["hybrid"]))
+        out.append(
+            Inputs(
+                "hybrid",
+                np.hstack([hy, feats]),
+                (h.shape[1], m.shape[1], N_FEATURES),
+                GAINS["hybrid"],
+            )
+        )
     return out
 
 
@@ -165,8 +171,13 @@ def constant(xtr: np.ndarray, s: np.ndarray, t: np.ndarray, xte: np.ndarray) -> 
 def loglen(xtr: np.ndarray, s: np.ndarray, t: np.ndarray, xte: np.ndarray) -> np.ndarray:
     """Logistic fit on log length only (column 0 of the text features)."""
     col = xtr.shape[1] - N_FEATURES
-    state = fit(xtr[:, col : col + 1], s, t, ranking_weight=0.0,
-                config=FitConfig(blocks=(1,), block_gains=(1.0,), l2=0.0))
+    state = fit(
+        xtr[:, col : col + 1],
+        s,
+        t,
+        ranking_weight=0.0,
+        config=FitConfig(blocks=(1,), block_gains=(1.0,), l2=0.0),
+    )
     return predict(state, xte[:, col : col + 1])
 
 
@@ -189,8 +200,11 @@ def ridge(inp: Inputs) -> Predictor:
 def md_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> str:
     """Render metric rows as a markdown table."""
     cols = ["spearman", "auc_fail", "auc_pass", "auc_inf", "cal_mae"]
-    lines = [f"\n### {title}\n", "| model | " + " | ".join(cols) + " |",
-             "|---|" + "---|" * len(cols)]
+    lines = [
+        f"\n### {title}\n",
+        "| model | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + " |")
     return "\n".join(lines)
@@ -240,8 +254,11 @@ def deepscaler(which: str, quick: bool, seed: int) -> None:
                 t0 = time.perf_counter()
                 pred = np.asarray(fn(inp.x[tr], s[tr], t[tr], inp.x[te]), dtype=np.float64)
                 table.append((name, metrics(pred, p[te])))
-                print(f"  {inp.name} / {regime} / {name}: {time.perf_counter() - t0:.1f}s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {inp.name} / {regime} / {name}: {time.perf_counter() - t0:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(md_table(f"{inp.name}: fit on {regime}; test = true pass rate", table))
 
 
@@ -254,14 +271,20 @@ def math_levels(which: str) -> None:
     tr, te = np.where(split == "train")[0], np.where(split == "test")[0]
     pseudo = np.clip(1.0 - (level - 1.0) / 4.0, 0.05, 0.95)
     s, t = (pseudo * GROUP).astype(np.float32), np.full(len(rows), GROUP, np.float32)
-    print(f"\n## MATH levels: train {len(tr)}, test {len(te)} (MATH500); pseudo p = "
-          "clip(1-(level-1)/4, .05, .95) as 8 trials; Spearman(pred, -level)\n")
+    print(
+        f"\n## MATH levels: train {len(tr)}, test {len(te)} (MATH500); pseudo p = "
+        "clip(1-(level-1)/4, .05, .95) as 8 trials; Spearman(pred, -level)\n"
+    )
     print("| inputs | log length | ridge | model, no ranking | model, ranking w=3 |")
     print("|---|---|---|---|---|")
     for inp in build_inputs(texts, which, text_features(texts)):
         cells = []
-        for fn in (loglen, ridge(inp), model_predictor(FitConfig(), 0.0, inp),
-                   model_predictor(FitConfig(), 3.0, inp)):
+        for fn in (
+            loglen,
+            ridge(inp),
+            model_predictor(FitConfig(), 0.0, inp),
+            model_predictor(FitConfig(), 3.0, inp),
+        ):
             pred = fn(inp.x[tr], s[tr], t[tr], inp.x[te])
             cells.append(f"{spearmanr(pred, -level[te])[0]:.3f}")
         print(f"| {inp.name} | " + " | ".join(cells) + " |")
@@ -300,8 +323,10 @@ def timings(which: str) -> None:
     t_pred = time.perf_counter() - t0
     print(f"\n## Timings (2 CPU cores, input width {dim})\n")
     print("| what | measured | budget |\n|---|---|---|")
-    print(f"| hashing embed 30,000 texts | {t_hash:.2f}s ({30000 / t_hash:,.0f} texts/s) | "
-          "15 s, 5,000/s |")
+    print(
+        f"| hashing embed 30,000 texts | {t_hash:.2f}s ({30000 / t_hash:,.0f} texts/s) | "
+        "15 s, 5,000/s |"
+    )
     print(f"| text features 30,000 texts | {t_feat:.2f}s | - |")
     print(f"| fit 50,000 outcomes, cold (ranking w=3) | {t_fit:.2f}s | 5 s |")
     print(f"| refit 50,000 outcomes, warm start | {t_refit:.2f}s | 5 s |")

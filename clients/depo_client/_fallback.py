@@ -47,11 +47,12 @@ class Curriculum:
     partition: which batch of a step this caller asks for (see the service's `partition`).
     seed: seeds the fallback sampler together with the step.
     spool_path: where undelivered reports wait; defaults to
-        `$DEPO_SPOOL_DIR/<run>.<partition>.jsonl` (`DEPO_SPOOL_DIR` defaults to `.depo-spool`).
-        Entries left by an earlier process are replayed too.
-    probe_interval: while degraded, contact the service at most this often (seconds); calls in
+        `$DEPO_SPOOL_DIR/<run>.<partition>.rank<RANK>.jsonl` (`DEPO_SPOOL_DIR` defaults to
+        `.depo/spool`, `RANK` to 0). Entries left by an earlier process are replayed too.
+    probe_interval: while degraded, probe the service at most this often (seconds); calls in
         between fall back at once instead of paying a timeout each.
-    probe_timeout: the timeout of a probe while degraded (one try, no retries).
+    probe_timeout: the timeout of a probe (one `GET /readyz`, no retries) while degraded; once
+        it answers 200, the call goes on with the client's normal retries.
     """
 
     def __init__(
@@ -79,8 +80,9 @@ class Curriculum:
         if not self._pool:
             raise ValueError("Curriculum needs the local copy of the dataset's prompts")
         if spool_path is None:
-            spool_dir = Path(os.environ.get("DEPO_SPOOL_DIR", ".depo-spool"))
-            spool_path = spool_dir / f"{run}.{self.partition}.jsonl"
+            spool_dir = Path(os.environ.get("DEPO_SPOOL_DIR", ".depo/spool"))
+            rank = os.environ.get("RANK", "0")  # one file per process under torchrun/accelerate
+            spool_path = spool_dir / f"{run}.{self.partition}.rank{rank}.jsonl"
         self.spool = Spool(spool_path)
         self._client = client.with_options(retry=retry) if retry is not None else client
         self._probe = client.with_options(retry=RetryPolicy.none(), timeout=probe_timeout)
@@ -148,8 +150,10 @@ class Curriculum:
         """Replay the spool now; returns how many reports were delivered (0 when unreachable)."""
         with self._lock:
             before = self.replayed_reports
+            if self.degraded and not self._probe.healthy():
+                return 0
             try:
-                self._replay(self._probe if self.degraded else self._client)
+                self._replay(self._client)
             except UNREACHABLE as exc:
                 self._degrade(exc, "spool kept for later")
                 return self.replayed_reports - before
@@ -202,7 +206,10 @@ class Curriculum:
         if now - self._last_probe < self.probe_interval:
             return None
         self._last_probe = now
-        return self._probe
+        if self._probe.healthy():  # one GET /readyz within probe_timeout
+            return self._client
+        log.debug("depo still unreachable (probe of %s failed)", self._client.base_url)
+        return None
 
     def _replay(self, client: DepoClient) -> None:
         def send(entry: SpoolEntry) -> None:
@@ -216,9 +223,10 @@ class Curriculum:
                 rejected.append(entry.run, {**entry.body, "error": str(exc)})
                 log.error("depo: spooled report rejected (%s); moved to %s", exc, rejected.path)
                 return
+            self.replayed_reports += 1
             log.debug("depo: replayed step %s: %s", entry.body.get("step"), ack)
 
-        self.replayed_reports += self.spool.drain(send)
+        self.spool.drain(send)
 
     def _degrade(self, exc: BaseException, what: str) -> None:
         if self._degraded_since is None:

@@ -8,13 +8,19 @@ service's idempotency (per batch and prompt, or step and prompt) counts it once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process per spool file, please
+    fcntl = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,20 +30,33 @@ class SpoolEntry:
 
 
 class Spool:
+    """Safe to share between threads, and between processes on one host (an flock guards it)."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lockfile:
+            if fcntl is not None:
+                fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(lockfile.fileno(), fcntl.LOCK_UN)
+
     def append(self, run: str, body: Mapping[str, Any]) -> None:
         line = json.dumps({"run": run, "body": dict(body)}, separators=(",", ":"))
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+        with self._locked(), open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def entries(self) -> list[SpoolEntry]:
-        with self._lock:
+        with self._locked():
             return self._read()
 
     def __len__(self) -> int:
@@ -75,7 +94,9 @@ class Spool:
         """Send entries oldest first, removing each after `send` returns; stop at the first
         exception (re-raised) so order is kept. Returns how many were delivered."""
         delivered = 0
-        with self._lock:
+        if not self.path.exists():
+            return 0
+        with self._locked():
             pending = self._read()
             while pending:
                 send(pending[0])

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.runs.schemas import SelectionConfig
+from service.stats.math import p_informative
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -161,7 +162,11 @@ class Informative(_Scored):
     def score(
         self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
     ) -> FloatArray:
-        return mixed_probability(rng.beta(cands.alpha, cands.beta), group_size)
+        if cfg.thompson_draws == 0:
+            return p_informative(cands.alpha, cands.beta, group_size)
+        draws = rng.beta(cands.alpha, cands.beta, size=(cfg.thompson_draws, len(cands)))
+        out: FloatArray = mixed_probability(draws, group_size).mean(axis=0)
+        return out
 
     def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
         """Prompts filtered out before (they have history) are the ones worth re-testing."""

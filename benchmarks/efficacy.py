@@ -1,0 +1,283 @@
+"""End-to-end efficacy: rollouts each selection method needs for the same held-out gain.
+
+Run: `.venv/bin/python -m benchmarks.efficacy [--seeds 3] [--pool 4000] [--backend embedded]`.
+Every method drives a real service over HTTP, as a trainer would, on identical seeds; the
+simulated policy (benchmarks/simulator.py) rolls out and learns. Prints a markdown table and
+writes `benchmarks/results/efficacy.png` (held-out pass rate against rollouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks._server import serve
+from benchmarks.simulator import LearningModel, Policy, Problems, embed, load_problems
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Method:
+    name: str
+    strategy: str
+    selection: dict[str, Any] = field(default_factory=dict)
+    dapo: bool = False
+    use_n: bool = False
+
+
+# Run settings of ours in the comparison; each is also a field of the run's `selection`.
+INFORMATIVE: dict[str, Any] = {"oversample": 8, "explore": 0.05, "thompson_draws": 0}
+
+METHODS = [
+    Method("uniform GRPO", "uniform"),
+    Method("DAPO dynamic sampling", "uniform", dapo=True),
+    Method("window (DEPO)", "window"),
+    Method("target (MoPPS)", "target"),
+    Method("informative", "informative", INFORMATIVE),
+    Method("informative + budget", "informative", {**INFORMATIVE, "budget": True}, use_n=True),
+]
+
+
+@dataclass
+class Trace:
+    rollouts: list[int] = field(default_factory=list)
+    heldout: list[float] = field(default_factory=list)
+    groups: int = 0
+    zero_var: int = 0
+    zero_var_after_warmup: int = 0
+    groups_after_warmup: int = 0
+    informative_used: int = 0
+    service_ms: list[float] = field(default_factory=list)
+
+
+def run_method(
+    c: httpx.Client,
+    m: Method,
+    dataset: str,
+    pool: Problems,
+    heldout: Problems,
+    emb: np.ndarray,
+    seed: int,
+    budget: int,
+    batch: int,
+    g: int,
+    warmup_steps: int,
+    model: LearningModel,
+) -> Trace:
+    policy = Policy(pool, heldout, emb, model, seed)
+    index = {pid: i for i, pid in enumerate(pool.ids)}
+    run = f"{m.strategy}-{uuid.uuid4().hex[:8]}"
+    c.post(
+        "/v1/runs",
+        json={
+            "name": run,
+            "dataset": dataset,
+            "group_size": g,
+            "strategy": m.strategy,
+            "selection": {"seed": seed, **m.selection},
+        },
+    ).raise_for_status()
+    tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
+    used = 0
+    step = 0
+    while used < budget:
+        t_service = 0.0
+        train: list[tuple[int, list[float]]] = []
+        rounds = 0
+        while True:
+            t = time.perf_counter()
+            r = c.post(
+                f"/v1/runs/{run}/batches",
+                json={"step": step, "size": batch, "partition": f"g{rounds}"},
+            )
+            t_service += time.perf_counter() - t
+            r.raise_for_status()
+            b = r.json()
+            results = []
+            for p in b["prompts"]:
+                n = p["n"] if m.use_n and p.get("n") else g
+                rewards = policy.rollout(index[p["id"]], n)
+                used += n
+                results.append({"prompt_id": p["id"], "rewards": rewards})
+                zero = len(set(rewards)) == 1
+                tr.groups += 1
+                tr.zero_var += zero
+                if step >= warmup_steps:
+                    tr.groups_after_warmup += 1
+                    tr.zero_var_after_warmup += zero
+                if not m.dapo or not zero:
+                    train.append((index[p["id"]], rewards))
+            t = time.perf_counter()
+            c.post(
+                f"/v1/runs/{run}/outcomes",
+                json={"step": step, "batch_id": b["batch_id"], "results": results},
+            ).raise_for_status()
+            t_service += time.perf_counter() - t
+            rounds += 1
+            if not m.dapo or len(train) >= batch or used >= budget:
+                break
+        tr.service_ms.append(1000 * t_service / rounds)
+        tr.informative_used += policy.train(train[:batch])
+        step += 1
+        tr.rollouts.append(used)
+        tr.heldout.append(policy.heldout_pass_rate())
+    return tr
+
+
+def rollouts_to(tr: Trace, target: float) -> float:
+    for r, h in zip(tr.rollouts, tr.heldout, strict=True):
+        if h >= target:
+            return float(r)
+    return float("nan")
+
+
+def at_rollouts(tr: Trace, budget: int) -> float:
+    return float(np.interp(budget, tr.rollouts, tr.heldout))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pool", type=int, default=4000)
+    ap.add_argument("--heldout", type=int, default=1000)
+    ap.add_argument(
+        "--steps", type=int, default=160, help="rollout budget in uniform steps of batch x G"
+    )
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--backend", choices=["embedded", "postgres"], default="embedded")
+    ap.add_argument("--methods", default=",".join(m.name for m in METHODS))
+    ap.add_argument("--plot", default=str(RESULTS / "efficacy.png"))
+    args = ap.parse_args()
+    methods = [m for m in METHODS if m.name in args.methods.split(",")]
+    budget = args.steps * args.batch * args.group
+    warmup_steps = -(-args.pool // args.batch)  # one epoch's worth of uniform steps
+    model = LearningModel()
+    traces: dict[str, list[Trace]] = {m.name: [] for m in methods}
+    with serve(args.backend) as url, httpx.Client(base_url=url, timeout=120) as c:
+        for seed in range(args.seeds):
+            pool, heldout = load_problems(args.pool, args.heldout, seed)
+            emb = embed(pool.texts + heldout.texts)
+            dataset = f"sim-{seed}-{uuid.uuid4().hex[:6]}"
+            c.post("/v1/datasets", json={"name": dataset}).raise_for_status()
+            prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
+            for start in range(0, len(prompts), 5000):
+                c.post(
+                    f"/v1/datasets/{dataset}/prompts",
+                    json={"prompts": prompts[start : start + 5000]},
+                ).raise_for_status()
+            for m in methods:
+                t0 = time.perf_counter()
+                tr = run_method(
+                    c,
+                    m,
+                    dataset,
+                    pool,
+                    heldout,
+                    emb,
+                    seed,
+                    budget,
+                    args.batch,
+                    args.group,
+                    warmup_steps,
+                    model,
+                )
+                traces[m.name].append(tr)
+                print(
+                    f"  seed {seed} {m.name:<24} {len(tr.rollouts) - 1:>4} steps  held-out "
+                    f"{tr.heldout[0]:.3f} -> {tr.heldout[-1]:.3f}  ({time.perf_counter() - t0:.0f} s)",
+                    file=sys.stderr,
+                )
+    report(traces, budget, args)
+
+
+def _fmt(xs: list[float], pct: bool = False, digits: int = 3) -> str:
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "not reached"
+    mean = statistics.mean(xs)
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    if pct:
+        return f"{100 * mean:.1f}% ± {100 * sd:.1f}"
+    if abs(mean) >= 1000:
+        return f"{mean / 1000:.0f}k ± {sd / 1000:.0f}k"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def report(traces: dict[str, list[Trace]], budget: int, args: argparse.Namespace) -> None:
+    base = traces.get("uniform GRPO") or next(iter(traces.values()))
+    start = statistics.mean(t.heldout[0] for t in base)
+    gain = statistics.mean(at_rollouts(t, budget) for t in base) - start
+    target = start + 0.6 * gain
+    ref = {name: [rollouts_to(t, target) for t in ts] for name, ts in traces.items()}
+
+    def ratio(name: str, other: str) -> str:
+        if other not in ref:
+            return "-"
+        rs = [a / b for a, b in zip(ref[name], ref[other], strict=True) if a == a and b == b]
+        return f"{statistics.mean(rs):.2f}" if rs else "-"
+
+    print(
+        f"\n### Efficacy: G={args.group}, batch {args.batch}, pool {args.pool}, held-out {args.heldout}, "
+        f"{args.seeds} seeds (mean ± sd)\n"
+    )
+    print(
+        f"Target held-out pass rate {target:.3f} (start {start:.3f} + 60% of uniform GRPO's gain at "
+        f"{budget / 1000:.0f}k rollouts). Zero-variance share counts served groups after one epoch of warm-up.\n"
+    )
+    print(
+        "| method | rollouts to target | × DAPO | × uniform | held-out at equal rollouts | "
+        "zero-variance share (after warm-up) | rollouts per informative group | service ms/step |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, ts in traces.items():
+        zv = [t.zero_var_after_warmup / max(t.groups_after_warmup, 1) for t in ts]
+        rpi = [t.rollouts[-1] / max(t.groups - t.zero_var, 1) for t in ts]
+        ms = [statistics.median(t.service_ms) for t in ts]
+        print(
+            f"| {name} | {_fmt(ref[name])} | {ratio(name, 'DAPO dynamic sampling')} | {ratio(name, 'uniform GRPO')} "
+            f"| {_fmt([at_rollouts(t, budget) for t in ts])} | {_fmt(zv, pct=True)} | {_fmt(rpi, digits=1)} "
+            f"| {_fmt(ms, digits=0)} |"
+        )
+    _plot(traces, args.plot, target)
+
+
+def _plot(traces: dict[str, list[Trace]], path: str, target: float) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, ts in traces.items():
+        grid = np.linspace(0, min(t.rollouts[-1] for t in ts), 100)
+        ys = np.array([np.interp(grid, t.rollouts, t.heldout) for t in ts])
+        ax.plot(grid / 1000, ys.mean(0), label=name)
+        ax.fill_between(grid / 1000, ys.min(0), ys.max(0), alpha=0.15)
+    ax.axhline(target, color="grey", ls="--", lw=0.8, label="target")
+    ax.set_xlabel("rollouts (thousands)")
+    ax.set_ylabel("held-out pass rate")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"\nplot: {path}")
+
+
+if __name__ == "__main__":
+    main()
