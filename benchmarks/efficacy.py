@@ -36,13 +36,14 @@ class Method:
 
 
 # Run settings of ours in the comparison; each is also a field of the run's `selection`.
-INFORMATIVE: dict[str, Any] = {"oversample": 8, "explore": 0.05, "thompson_draws": 0}
+SCAN: dict[str, Any] = {"oversample": 8, "explore": 0.05}
+INFORMATIVE: dict[str, Any] = {**SCAN, "thompson_draws": 0}
 
 METHODS = [
     Method("uniform GRPO", "uniform"),
     Method("DAPO dynamic sampling", "uniform", dapo=True),
-    Method("window (DEPO)", "window"),
-    Method("target (MoPPS)", "target"),
+    Method("window (DEPO)", "window", SCAN),
+    Method("target (MoPPS)", "target", SCAN),
     Method("informative", "informative", INFORMATIVE),
     Method("informative + budget", "informative", {**INFORMATIVE, "budget": True}, use_n=True),
 ]
@@ -145,7 +146,7 @@ def at_rollouts(tr: Trace, budget: int) -> float:
     return float(np.interp(budget, tr.rollouts, tr.heldout))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -160,7 +161,14 @@ def main() -> None:
     ap.add_argument("--backend", choices=["embedded", "postgres"], default="embedded")
     ap.add_argument("--methods", default=",".join(m.name for m in METHODS))
     ap.add_argument("--plot", default=str(RESULTS / "efficacy.png"))
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    run_all(parser().parse_args())
+
+
+def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
     methods = [m for m in METHODS if m.name in args.methods.split(",")]
     budget = args.steps * args.batch * args.group
     warmup_steps = -(-args.pool // args.batch)  # one epoch's worth of uniform steps
@@ -201,6 +209,7 @@ def main() -> None:
                     file=sys.stderr,
                 )
     report(traces, budget, args)
+    return traces
 
 
 def _fmt(xs: list[float], pct: bool = False, digits: int = 3) -> str:

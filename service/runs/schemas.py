@@ -34,7 +34,7 @@ class SelectionConfig(BaseModel):
     prior_beta: float = Field(1.0, gt=0, le=1e6)
     lease_seconds: float | None = Field(None, gt=0, le=7 * 86400)
     thompson_draws: int = Field(
-        1, ge=0, le=64, description="informative: posterior draws averaged; 0 uses the exact mean"
+        0, ge=0, le=64, description="informative: posterior draws averaged; 0: exact expectation"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
