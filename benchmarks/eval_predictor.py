@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 
@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.estimator import (  # noqa: E402
+    N_FEATURES,
     FitConfig,
     HashingEmbedder,
     MiniLMEmbedder,
-    N_FEATURES,
     combine_hybrid,
     fit,
     predict,

@@ -90,8 +90,7 @@ async def test_non_finite_rewards_are_422(
 ) -> None:
     _, run, _ = await _setup(client, uid)
     raw = (
-        '{"step": 1, "results": [{"prompt_id": "p1", "rewards": [1.0, 0.0]}, {"prompt_id": "p0", "rewards": [1.0, %s]}]}'
-        % literal
+        f'{{"step": 1, "results": [{{"prompt_id": "p1", "rewards": [1.0, 0.0]}}, {{"prompt_id": "p0", "rewards": [1.0, {literal}]}}]}}'
     )
     r = await client.post(
         f"/v1/runs/{run}/outcomes", content=raw, headers={"content-type": "application/json"}
@@ -116,7 +115,7 @@ async def test_prompt_not_in_dataset_is_422_and_writes_nothing(
 
 
 async def test_batch_of_another_run_is_422(client: httpx.AsyncClient, uid: str) -> None:
-    ds, run, batch = await _setup(client, uid)
+    ds, _run, batch = await _setup(client, uid)
     await make_run(client, f"other-{uid}", ds, group_size=4)
     body = {
         "step": 0,
