@@ -1,0 +1,145 @@
+"""Embed uploaded prompts in the background, chunk by chunk, so upload returns at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.datasets.models import Dataset, Prompt
+from service.estimator.embedders import Embedder, get_embedder
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2_000
+
+
+def encode(vec: npt.NDArray[np.float32]) -> bytes:
+    """float16 halves storage; the predictor standardises features, so precision is ample."""
+    return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
+    return np.stack([np.frombuffer(b, dtype=np.float16) for b in blobs]).astype(np.float32)
+
+
+class Embedders:
+    """One instance per embedder name, created on first use (MiniLM costs seconds to load)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Embedder] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, name: str) -> Embedder:
+        async with self._lock:
+            if name not in self._made:
+                self._made[name] = await asyncio.to_thread(get_embedder, name)
+            return self._made[name]
+
+
+async def embedded_count(session: AsyncSession, dataset_id: int) -> int:
+    stmt = select(func.count()).where(
+        Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+class EmbeddingJobs:
+    """At most one job per dataset in this process; replicas may overlap, writes are idempotent."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], embedders: Embedders
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.embedders = embedders
+        self._running: dict[int, asyncio.Task[int]] = {}
+
+    def kick(self, dataset_id: int) -> None:
+        """Start embedding a dataset's pending prompts unless a job already runs."""
+        task = self._running.get(dataset_id)
+        if task is None or task.done():
+            self._running[dataset_id] = asyncio.create_task(self._run(dataset_id))
+
+    async def wait(self, dataset_id: int) -> None:
+        task = self._running.get(dataset_id)
+        if task is not None:
+            await task
+
+    async def resume_all(self) -> None:
+        """After a restart, finish what earlier processes left unembedded."""
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(Prompt.dataset_id).where(Prompt.embedding.is_(None)).distinct()
+            )
+            for dataset_id in rows.scalars():
+                self.kick(dataset_id)
+
+    async def close(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _run(self, dataset_id: int) -> int:
+        done = 0
+        t0 = time.perf_counter()
+        try:
+            while True:
+                n = await self._chunk(dataset_id)
+                if n == 0:
+                    break
+                done += n
+            if done:
+                log.info(
+                    "embedded %d prompts of dataset %s in %.1f s",
+                    done,
+                    dataset_id,
+                    time.perf_counter() - t0,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("embedding dataset %s failed after %d prompts", dataset_id, done)
+        return done
+
+    async def _chunk(self, dataset_id: int) -> int:
+        async with self.sessionmaker() as session:
+            dataset = await session.get_one(Dataset, dataset_id)
+            if dataset.embedder == "client":
+                return 0
+            rows = (
+                await session.execute(
+                    select(Prompt.id, Prompt.text, Prompt.content_hash)
+                    .where(Prompt.dataset_id == dataset_id, Prompt.embedding.is_(None))
+                    .order_by(Prompt.idx)
+                    .limit(CHUNK)
+                )
+            ).all()
+            name = dataset.embedder
+            await session.commit()
+        if not rows:
+            return 0
+        embedder = await self.embedders.get(name)
+        vecs = await asyncio.to_thread(embedder.embed, [r.text for r in rows])
+        async with self.sessionmaker() as session:
+            # a prompt rewritten meanwhile keeps NULL and is embedded on the next pass
+            table = Prompt.__table__
+            assert isinstance(table, Table)
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.content_hash == bindparam("b_h"))
+                .values(embedding=bindparam("b_emb"))
+            )
+            await session.execute(
+                stmt,
+                [
+                    {"b_id": r.id, "b_h": r.content_hash, "b_emb": encode(v)}
+                    for r, v in zip(rows, vecs, strict=True)
+                ],
+            )
+            await session.commit()
+        return len(rows)
