@@ -13,13 +13,16 @@ from fastapi.responses import JSONResponse
 from service import __version__, exception_handlers
 from service.batches.router import router as batches_router
 from service.config import Settings
+from service.datasets.embedding import Embedders, EmbeddingJobs
 from service.datasets.router import router as datasets_router
 from service.db import create_engine, create_sessionmaker
 from service.deps import require_api_key
+from service.jobs import Jobs
 from service.migrate import upgrade
 from service.observability.metrics import Metrics
 from service.observability.router import router as health_router
 from service.outcomes.router import router as outcomes_router
+from service.predictor.router import router as predictor_router
 from service.runs.router import router as runs_router
 from service.state import AppState
 from service.stats.router import router as stats_router
@@ -36,14 +39,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.run_migrations_on_start:
             await upgrade(settings)
         engine = create_engine(settings)
+        read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
         hot = create_store(settings.redis_url, settings.redis_prefix)
+        sessionmaker = create_sessionmaker(engine)
+        read_sessionmaker = create_sessionmaker(read_engine)
+        embedders = Embedders()
+        jobs = Jobs()
+        embedding_jobs = EmbeddingJobs(sessionmaker, read_sessionmaker, embedders, jobs)
         app.state.depo = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
+            read_sessionmaker=read_sessionmaker,
             hot=hot,
             metrics=metrics,
+            embedders=embedders,
+            embedding_jobs=embedding_jobs,
+            jobs=jobs,
         )
+        await embedding_jobs.resume_all()
         log.info(
             "depo-service %s on %s, cache %s",
             __version__,
@@ -53,8 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await jobs.close()
             await hot.close()
             await engine.dispose()
+            await read_engine.dispose()
 
     metrics = Metrics()
     app = FastAPI(
@@ -66,7 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exception_handlers.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    for router in (datasets_router, runs_router, batches_router, outcomes_router, stats_router):
+    routers = (
+        datasets_router,
+        runs_router,
+        batches_router,
+        outcomes_router,
+        stats_router,
+        predictor_router,
+    )
+    for router in routers:
         v1.include_router(router)
     app.include_router(v1)
     app.include_router(health_router)

@@ -62,13 +62,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Engine for the configured store; SQLite gets WAL and write-locking transactions."""
+def create_engine(settings: Settings, *, readonly: bool = False) -> AsyncEngine:
+    """Engine for the configured store; SQLite gets WAL and write-locking transactions.
+
+    `readonly` matters on SQLite only: plain deferred transactions, so long reads in the
+    background (loading a dataset's embeddings) never hold the write lock.
+    """
     url = settings.async_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 60})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, immediate=not readonly)
         return engine
     return create_async_engine(
         url,
@@ -78,7 +82,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
     """BEGIN IMMEDIATE serialises writers across processes, since SQLite ignores FOR UPDATE."""
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -93,7 +97,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

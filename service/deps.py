@@ -31,6 +31,15 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 """Committed when the handler returns, before the response is sent: an ack means durable."""
 
 
+async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(state.read_sessionmaker):
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+"""For handlers that only read: on SQLite they don't queue behind writers."""
+
+
 async def require_api_key(request: Request, state: StateDep) -> None:
     keys = state.settings.api_keys
     if not keys:

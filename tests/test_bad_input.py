@@ -89,9 +89,7 @@ async def test_non_finite_rewards_are_422(
     client: httpx.AsyncClient, uid: str, literal: str
 ) -> None:
     _, run, _ = await _setup(client, uid)
-    raw = (
-        f'{{"step": 1, "results": [{{"prompt_id": "p1", "rewards": [1.0, 0.0]}}, {{"prompt_id": "p0", "rewards": [1.0, {literal}]}}]}}'
-    )
+    raw = f'{{"step": 1, "results": [{{"prompt_id": "p1", "rewards": [1.0, 0.0]}}, {{"prompt_id": "p0", "rewards": [1.0, {literal}]}}]}}'
     r = await client.post(
         f"/v1/runs/{run}/outcomes", content=raw, headers={"content-type": "application/json"}
     )

@@ -17,6 +17,9 @@ from service.datasets import service as datasets
 from service.datasets.models import Dataset, Prompt
 from service.db import utcnow
 from service.exceptions import Conflict, InvalidInput
+from service.predictor import service as predictor
+from service.predictor.cache import F32
+from service.predictor.service import prior_pseudo_counts
 from service.runs import service as runs
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
@@ -149,15 +152,16 @@ async def _create(
     rng = np.random.default_rng([cfg.seed, run.id, run.batch_seq + 1])
     step = max(body.step, run.max_step)
     limit = min(strategy.max_scan(body.size, cfg), free)
+    _, prior = await predictor.priors(state, session, run.id)
     cands = await _candidates(
-        state, run, cfg, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
+        state, run, cfg, prior, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
     )
     keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
     while len(keep) < body.size and len(cands) < limit:
         more = cursor.draw(min(math.ceil(body.size * cfg.oversample), limit - len(cands)))
         if len(more) == 0:
             break
-        cands = _concat(cands, await _candidates(state, run, cfg, more, step))
+        cands = _concat(cands, await _candidates(state, run, cfg, prior, more, step))
         keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
     keep = selection.strategies.fill(keep, cands, body.size, cfg.target)
     if len(keep) < body.size:
@@ -189,11 +193,17 @@ async def _create(
 
 
 async def _candidates(
-    state: AppState, run: Run, cfg: SelectionConfig, idx: IntArray, step: int
+    state: AppState,
+    run: Run,
+    cfg: SelectionConfig,
+    prior: F32 | None,
+    idx: IntArray,
+    step: int,
 ) -> selection.Candidates:
-    """Posterior of each drawn prompt: the run's prior plus its discounted history."""
+    """Posterior of each drawn prompt: the predictor's prior plus its discounted history."""
     stats = await state.hot.get_many(run.id, idx.tolist())
-    alpha, beta = beta_posterior(stats, step, cfg.discount, cfg.prior_alpha, cfg.prior_beta)
+    a0, b0 = prior_pseudo_counts(cfg, prior, idx)
+    alpha, beta = beta_posterior(stats, step, cfg.discount, a0, b0)
     seen = np.array([s is not None for s in stats], dtype=bool)
     return selection.Candidates(idx=idx, alpha=alpha, beta=beta, seen=seen)
 

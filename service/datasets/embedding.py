@@ -12,7 +12,8 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.datasets.models import Dataset, Prompt
-from service.estimator.embedders import Embedder, get_embedder
+from service.estimator import Embedder, get_embedder, text_features
+from service.jobs import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,16 @@ def encode(vec: npt.NDArray[np.float32]) -> bytes:
 
 def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
     return np.stack([np.frombuffer(b, dtype=np.float16) for b in blobs]).astype(np.float32)
+
+
+def model_inputs(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
+    """What the predictor reads: the embedding with cheap text features appended."""
+    return with_features(embedder.embed(texts), texts)
+
+
+def with_features(vecs: npt.NDArray[np.float32], texts: list[str]) -> npt.NDArray[np.float32]:
+    out: npt.NDArray[np.float32] = np.hstack([vecs, text_features(texts)]).astype(np.float32)
+    return out
 
 
 class Embedders:
@@ -50,64 +61,49 @@ async def embedded_count(session: AsyncSession, dataset_id: int) -> int:
 
 
 class EmbeddingJobs:
-    """At most one job per dataset in this process; replicas may overlap, writes are idempotent."""
+    """Embed each dataset's pending prompts; replicas may overlap, their writes are idempotent."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], embedders: Embedders
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        read_sessionmaker: async_sessionmaker[AsyncSession],
+        embedders: Embedders,
+        jobs: Jobs,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.read_sessionmaker = read_sessionmaker
         self.embedders = embedders
-        self._running: dict[int, asyncio.Task[int]] = {}
+        self.jobs = jobs
 
     def kick(self, dataset_id: int) -> None:
-        """Start embedding a dataset's pending prompts unless a job already runs."""
-        task = self._running.get(dataset_id)
-        if task is None or task.done():
-            self._running[dataset_id] = asyncio.create_task(self._run(dataset_id))
-
-    async def wait(self, dataset_id: int) -> None:
-        task = self._running.get(dataset_id)
-        if task is not None:
-            await task
+        """Start embedding a dataset's pending prompts, or go round again after the current pass."""
+        self.jobs.spawn(f"embed:{dataset_id}", lambda: self._run(dataset_id))
 
     async def resume_all(self) -> None:
         """After a restart, finish what earlier processes left unembedded."""
-        async with self.sessionmaker() as session:
+        async with self.read_sessionmaker() as session:
             rows = await session.execute(
                 select(Prompt.dataset_id).where(Prompt.embedding.is_(None)).distinct()
             )
             for dataset_id in rows.scalars():
                 self.kick(dataset_id)
 
-    async def close(self) -> None:
-        for task in self._running.values():
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
-
     async def _run(self, dataset_id: int) -> int:
         done = 0
         t0 = time.perf_counter()
-        try:
-            while True:
-                n = await self._chunk(dataset_id)
-                if n == 0:
-                    break
-                done += n
-            if done:
-                log.info(
-                    "embedded %d prompts of dataset %s in %.1f s",
-                    done,
-                    dataset_id,
-                    time.perf_counter() - t0,
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("embedding dataset %s failed after %d prompts", dataset_id, done)
+        while n := await self._chunk(dataset_id):
+            done += n
+        if done:
+            log.info(
+                "embedded %d prompts of dataset %s in %.1f s",
+                done,
+                dataset_id,
+                time.perf_counter() - t0,
+            )
         return done
 
     async def _chunk(self, dataset_id: int) -> int:
-        async with self.sessionmaker() as session:
+        async with self.read_sessionmaker() as session:
             dataset = await session.get_one(Dataset, dataset_id)
             if dataset.embedder == "client":
                 return 0
@@ -124,7 +120,7 @@ class EmbeddingJobs:
         if not rows:
             return 0
         embedder = await self.embedders.get(name)
-        vecs = await asyncio.to_thread(embedder.embed, [r.text for r in rows])
+        vecs = await asyncio.to_thread(model_inputs, embedder, [r.text for r in rows])
         async with self.sessionmaker() as session:
             # a prompt rewritten meanwhile keeps NULL and is embedded on the next pass
             table = Prompt.__table__

@@ -18,7 +18,6 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     embedder: Mapped[str] = mapped_column(String(50))
     prompt_count: Mapped[int] = mapped_column(Integer, default=0)
-    embedded_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service
+from service.datasets.embedding import embedded_count
 from service.datasets.models import Dataset
 from service.datasets.schemas import (
     DatasetCreate,
@@ -15,16 +17,17 @@ from service.datasets.schemas import (
 )
 from service.deps import SessionDep, StateDep
 from service.exceptions import PayloadTooLarge
+from service.state import AppState
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def _read(d: Dataset) -> DatasetRead:
+async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
     return DatasetRead(
         name=d.name,
         embedder=d.embedder,
         prompt_count=d.prompt_count,
-        embedded=d.embedded_count,
+        embedded=await embedded_count(session, d.id),
         created_at=d.created_at,
     )
 
@@ -36,18 +39,23 @@ async def create_dataset(
     dataset, created = await service.create(session, body)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return _read(dataset)
+    return await _read(session, dataset)
 
 
 @router.get("/{dataset}", response_model=DatasetRead)
 async def get_dataset(dataset: str, session: SessionDep) -> DatasetRead:
-    return _read(await service.get_by_name(session, dataset))
+    return await _read(session, await service.get_by_name(session, dataset))
 
 
 @router.post("/{dataset}/prompts", response_model=UploadResult)
 async def upload_prompts(
-    dataset: str, body: PromptUpload, session: SessionDep, state: StateDep
+    dataset: str,
+    body: PromptUpload,
+    session: SessionDep,
+    state: StateDep,
+    background: BackgroundTasks,
 ) -> UploadResult:
+    """Returns once stored; embedding runs afterwards and shows in the dataset's `embedded`."""
     limit = state.settings.max_prompts_per_request
     if len(body.prompts) > limit:
         raise PayloadTooLarge(
@@ -55,12 +63,19 @@ async def upload_prompts(
             field="prompts",
         )
     ds, counts = await service.upsert_prompts(session, dataset, body.prompts)
+    if counts.inserted or counts.updated:
+        background.add_task(_embed_soon, state, ds.id)
     return UploadResult(
         inserted=counts.inserted,
         updated=counts.updated,
         unchanged=counts.unchanged,
         prompt_count=ds.prompt_count,
     )
+
+
+async def _embed_soon(state: AppState, dataset_id: int) -> None:
+    """Async so it runs on the event loop, where background jobs live."""
+    state.embedding_jobs.kick(dataset_id)
 
 
 @router.get("/{dataset}/prompts/{prompt_id}", response_model=PromptRead)

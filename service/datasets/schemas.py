@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.common import ClientId, Name
 
-EmbedderName = Literal["hashing", "minilm", "client"]
+EmbedderName = Literal["hashing", "minilm", "hybrid", "client"]
 
 
 class DatasetCreate(BaseModel):
@@ -33,6 +33,9 @@ class PromptIn(BaseModel):
     id: ClientId
     text: str = Field(min_length=1, max_length=200_000)
     metadata: dict[str, Any] | None = None
+    embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        None, min_length=1, max_length=8192, description="only for datasets with embedder=client"
+    )
 
 
 class PromptUpload(BaseModel):

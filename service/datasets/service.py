@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.datasets.embedding import encode, with_features
 from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DatasetCreate, PromptIn
 from service.db import one_of, utcnow
@@ -47,7 +49,7 @@ async def create(session: AsyncSession, body: DatasetCreate) -> tuple[Dataset, b
                 field="embedder",
             )
         return existing, False
-    dataset = Dataset(name=body.name, embedder=body.embedder, prompt_count=0, embedded_count=0)
+    dataset = Dataset(name=body.name, embedder=body.embedder, prompt_count=0)
     session.add(dataset)
     await session.flush()
     return dataset, True
@@ -70,6 +72,7 @@ async def upsert_prompts(
             raise InvalidInput(f"prompt id {p.id!r} appears twice", field=f"prompts.{i}.id")
         seen.add(p.id)
     dataset = await get_by_name(session, dataset_name, lock=True)
+    _check_vectors(dataset, prompts)
     existing: dict[str, tuple[int, str]] = {}
     ids = [p.id for p in prompts]
     for start in range(0, len(ids), LOOKUP_CHUNK):
@@ -96,6 +99,7 @@ async def upsert_prompts(
                     "text": p.text,
                     "meta": p.metadata,
                     "content_hash": h,
+                    "embedding": _vector(p),
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -107,7 +111,7 @@ async def upsert_prompts(
                     "text": p.text,
                     "meta": p.metadata,
                     "content_hash": h,
-                    "embedding": None,
+                    "embedding": _vector(p),
                     "updated_at": now,
                 }
             )
@@ -120,6 +124,34 @@ async def upsert_prompts(
         await session.execute(update(Prompt), updates)
     await session.flush()
     return dataset, UpsertCounts(len(inserts), len(updates), unchanged)
+
+
+def _check_vectors(dataset: Dataset, prompts: Sequence[PromptIn]) -> None:
+    """Client vectors are all-or-nothing and of one width per request."""
+    client = dataset.embedder == "client"
+    widths = {len(p.embedding) for p in prompts if p.embedding is not None}
+    for i, p in enumerate(prompts):
+        if client and p.embedding is None:
+            raise InvalidInput(
+                "this dataset's embedder is 'client': send an embedding with every prompt",
+                field=f"prompts.{i}.embedding",
+            )
+        if not client and p.embedding is not None:
+            raise InvalidInput(
+                f"embeddings are computed by the service for embedder {dataset.embedder!r}",
+                field=f"prompts.{i}.embedding",
+            )
+    if len(widths) > 1:
+        raise InvalidInput(f"embeddings of several widths {sorted(widths)}", field="prompts")
+
+
+def _vector(p: PromptIn) -> bytes | None:
+    """A client vector, unit-normed, with the same text features the service appends."""
+    if p.embedding is None:
+        return None
+    v = np.asarray([p.embedding], dtype=np.float32)
+    v /= max(float(np.linalg.norm(v)), 1e-12)
+    return encode(with_features(v, [p.text])[0])
 
 
 async def get_prompt(session: AsyncSession, dataset: Dataset, client_id: str) -> Prompt:

@@ -21,15 +21,17 @@ class FitConfig:
     """Hyper-parameters of `fit`; defaults are the measured best on DeepScaleR cold start."""
 
     hidden: int = 0
-    l2: float = 1e-3
+    l2: float = 1e-4
     blocks: tuple[int, ...] | None = None
     block_gains: tuple[float, ...] | None = None
+    feature_gain: float = 0.45
+    recalibrate: bool = True
     ranking_weight: float = 3.0
     ranking_margin: float = 0.5
     ranking_min_gap: float = 0.05
     pairs_per_row: int = 4
     logprob_weight: float = 1.0
-    max_iter: int = 200
+    max_iter: int = 500
     max_seconds: float = 4.0
     seed: int = 0
     num_threads: int = 2
@@ -137,6 +139,40 @@ def default_blocks(dim: int) -> tuple[int, ...]:
     from .features import N_FEATURES
 
     return (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
+
+
+def _default_gains(blocks: tuple[int, ...], feature_gain: float) -> tuple[float, ...]:
+    """Embedding blocks get unit total variance; the trailing text-feature block less."""
+    if len(blocks) == 1:
+        return (1.0,)
+    return (*(1.0 for _ in blocks[:-1]), feature_gain)
+
+
+def platt(
+    logit: np.ndarray, s: np.ndarray, t: np.ndarray, w: np.ndarray, iters: int = 25
+) -> tuple[float, float]:
+    """Fit sigmoid(a * logit + b) to the binomial outcomes by Newton's method.
+
+    The ranking hinge stretches logits apart; this restores calibration without
+    changing the order of predictions (a stays positive).
+    """
+    z = logit.astype(np.float64)
+    s64, f64 = (w * s).astype(np.float64), (w * (t - s)).astype(np.float64)
+    n64 = s64 + f64
+    a, b = 1.0, 0.0
+    for _ in range(iters):
+        q = 1.0 / (1.0 + np.exp(-np.clip(a * z + b, -30, 30)))
+        r = s64 - n64 * q
+        h = n64 * q * (1 - q) + 1e-9
+        grad = np.array([r @ z, r.sum()])
+        hess = np.array([[h @ (z * z), h @ z], [h @ z, h.sum()]]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        a, b = a + float(step[0]), b + float(step[1])
+        if abs(step).max() < 1e-8:
+            break
+    if not np.isfinite(a) or a <= 0:
+        return 1.0, 0.0
+    return a, b
 
 
 def standardisation(
@@ -283,7 +319,7 @@ def _fit_torch(
         mean, scale = init.mean, init.scale
     else:
         blocks = cfg.blocks or default_blocks(x.shape[1])
-        gains = cfg.block_gains or tuple(1.0 for _ in blocks)
+        gains = cfg.block_gains or _default_gains(blocks, cfg.feature_gain)
         mean, scale = standardisation(x, w, blocks, gains)
     xs = torch.from_numpy((x - mean) / scale)
     st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
@@ -346,6 +382,15 @@ def _fit_torch(
             break
         prev = loss
     lin = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)]
+    a, b = 1.0, 0.0
+    if cfg.recalibrate and cfg.ranking_weight > 0:
+        with torch.no_grad():
+            logit = net(xs)[:, 0].numpy()
+        a, b = platt(logit, s, t, w)
+        with torch.no_grad():
+            last = lin[-1]
+            last.weight[0].mul_(a)
+            last.bias[0] = a * last.bias[0] + b
     return PredictorState(
         mean=mean.astype(np.float32),
         scale=scale.astype(np.float32),
@@ -359,5 +404,6 @@ def _fit_torch(
             "l2": cfg.l2,
             "ranking_weight": cfg.ranking_weight,
             "lbfgs_steps": steps,
+            "platt": [a, b],
         },
     )

@@ -7,8 +7,9 @@ from fastapi import APIRouter, BackgroundTasks
 from service.deps import SessionDep, StateDep
 from service.outcomes import service
 from service.outcomes.schemas import OutcomeAck, OutcomeReport
+from service.predictor import service as predictor
 from service.runs import service as runs
-from service.runs.schemas import SelectionConfig
+from service.state import AppState
 from service.stats import service as stats
 
 router = APIRouter(prefix="/runs", tags=["outcomes"])
@@ -29,6 +30,11 @@ async def report_outcomes(
     if r.groups:
         state.metrics.zero_variance_share.labels(run=r.name).set(r.zero_variance_groups / r.groups)
     if ack.accepted:
-        discount = SelectionConfig.model_validate(r.selection).discount
-        background.add_task(stats.refresh, state.sessionmaker, state.hot, r.id, discount)
+        # after the commit: warm the hot stats, then refit the predictor if enough is new
+        background.add_task(after_ingest, state, r.id)
     return ack
+
+
+async def after_ingest(state: AppState, run_id: int) -> None:
+    state.jobs.spawn(f"refresh:{run_id}", lambda: stats.refresh(state, run_id))
+    state.jobs.spawn(f"fit:{run_id}", lambda: predictor.maybe_fit(state, run_id))

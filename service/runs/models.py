@@ -21,6 +21,7 @@ class Run(Base):
     success_threshold: Mapped[float] = mapped_column(Float)
     strategy: Mapped[str] = mapped_column(String(50))
     selection: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    init_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     # Log positions and selection cursor; only written while the row is locked.

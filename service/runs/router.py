@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
 
-from service.deps import SessionDep
+from service.deps import SessionDep, StateDep
+from service.predictor import service as predictor
 from service.runs import service
 from service.runs.schemas import RunCreate, RunRead
+from service.state import AppState
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunRead)
-async def create_run(body: RunCreate, session: SessionDep, response: Response) -> RunRead:
+async def create_run(
+    body: RunCreate,
+    session: SessionDep,
+    state: StateDep,
+    response: Response,
+    background: BackgroundTasks,
+) -> RunRead:
     run, created = await service.create(session, body)
     if not created:
         response.status_code = status.HTTP_200_OK
+    elif run.init_from is not None:
+        background.add_task(_warm_start, state, run.id)
     return await service.read(session, run)
+
+
+async def _warm_start(state: AppState, run_id: int) -> None:
+    state.jobs.spawn(f"fit:{run_id}", lambda: predictor.maybe_fit(state, run_id))
 
 
 @router.get("/{run}", response_model=RunRead)

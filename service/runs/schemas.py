@@ -36,6 +36,11 @@ class SelectionConfig(BaseModel):
     thompson_draws: int = Field(
         0, ge=0, le=64, description="informative: posterior draws averaged; 0: exact expectation"
     )
+    prior_strength: float = Field(
+        2.0, gt=0, le=1e4, description="pseudo-count of the predictor's prior per prompt"
+    )
+    refit_every: int = Field(1000, ge=1, description="new outcome groups between predictor fits")
+    fit_min_outcomes: int = Field(256, ge=1, description="outcome groups before the first fit")
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
@@ -48,6 +53,9 @@ class RunCreate(BaseModel):
     success_threshold: float = Field(0.5, allow_inf_nan=False)
     strategy: StrategyField = "informative"
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    init_from: Name | None = Field(
+        None, description="warm-start the predictor from this run's newest version"
+    )
 
 
 class RunRead(BaseModel):
@@ -66,3 +74,4 @@ class RunRead(BaseModel):
     zero_variance_share: float | None
     batches_served: int
     epoch: int
+    init_from: str | None = None

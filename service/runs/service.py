@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service as datasets
 from service.datasets.models import Dataset
-from service.exceptions import Conflict, NotFound
+from service.exceptions import Conflict, InvalidInput, NotFound
 from service.outcomes.models import Outcome
 from service.runs.models import Run
 from service.runs.schemas import RunCreate, RunRead, SelectionConfig
@@ -43,6 +43,11 @@ def _settings(run: Run) -> dict[str, object]:
 async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
     """Idempotent like datasets: identical settings return the run, others conflict."""
     dataset = await datasets.get_by_name(session, body.dataset)
+    if body.init_from is not None:
+        try:
+            await get_by_name(session, body.init_from)
+        except NotFound:
+            raise InvalidInput(f"run {body.init_from!r} not found", field="init_from") from None
     wanted = {
         "group_size": body.group_size,
         "success_threshold": body.success_threshold,
@@ -55,6 +60,8 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
     if existing is not None:
         if existing.dataset_id != dataset.id:
             raise Conflict(f"run {body.name!r} exists over another dataset", field="dataset")
+        if existing.init_from != body.init_from:
+            raise Conflict(f"run {body.name!r} exists with other init_from", field="init_from")
         have = _settings(existing)
         for key, value in wanted.items():
             if have[key] != value:
@@ -67,6 +74,7 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
         success_threshold=body.success_threshold,
         strategy=body.strategy,
         selection=body.selection.model_dump(),
+        init_from=body.init_from,
         outcome_seq=0,
         batch_seq=0,
         epoch=0,
@@ -106,4 +114,5 @@ async def read(session: AsyncSession, run: Run) -> RunRead:
         zero_variance_share=run.zero_variance_groups / run.groups if run.groups else None,
         batches_served=run.batch_seq,
         epoch=run.epoch,
+        init_from=run.init_from,
     )

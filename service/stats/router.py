@@ -8,7 +8,7 @@ from sqlalchemy import Integer, cast, func, select
 
 from service.datasets import service as datasets
 from service.datasets.models import Dataset
-from service.deps import SessionDep, StateDep
+from service.deps import ReadSessionDep, StateDep
 from service.outcomes.models import Outcome
 from service.runs import service as runs
 from service.runs.schemas import SelectionConfig
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/runs", tags=["stats"])
 
 @router.get("/{run}/prompts/{prompt_id}", response_model=PromptStatsRead)
 async def prompt_stats(
-    run: str, prompt_id: str, session: SessionDep, state: StateDep
+    run: str, prompt_id: str, session: ReadSessionDep, state: StateDep
 ) -> PromptStatsRead:
     r = await runs.get_by_name(session, run)
     cfg = SelectionConfig.model_validate(r.selection)
@@ -77,7 +77,7 @@ async def prompt_stats(
 @router.get("/{run}/summary", response_model=RunSummary)
 async def run_summary(
     run: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: StateDep,
     bins: int = Query(10, ge=1, le=100),
     last_steps: int = Query(1000, ge=1, le=100_000),

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.outcomes.models import Outcome
 from service.runs.models import Run
+from service.runs.schemas import SelectionConfig
 from service.stats.store import Group, HotStore
+
+if TYPE_CHECKING:
+    from service.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +51,9 @@ async def catch_up(
             applied_rows += len(rows)
 
 
-async def refresh(
-    sessionmaker: async_sessionmaker[AsyncSession], store: HotStore, run_id: int, discount: float
-) -> None:
-    """After an ingest, warm the store off the request path; readers catch up anyway."""
-    try:
-        async with sessionmaker() as session:
-            target = (
-                await session.execute(select(Run.outcome_seq).where(Run.id == run_id))
-            ).scalar_one()
-            await catch_up(session, store, run_id, target, discount)
-    except Exception:  # the next reader catches up; a warm-up failure must not surface
-        log.warning("background catch-up of run %s failed", run_id, exc_info=True)
+async def refresh(state: AppState, run_id: int) -> None:
+    """Warm the store off the request path after an ingest; readers catch up anyway."""
+    async with state.sessionmaker() as session:
+        run = await session.get_one(Run, run_id)
+        discount = SelectionConfig.model_validate(run.selection).discount
+        await catch_up(session, state.hot, run_id, run.outcome_seq, discount)

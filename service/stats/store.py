@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -12,6 +14,7 @@ from redis.exceptions import WatchError
 from service.stats.math import PromptStats, add_group
 
 SEQ_FIELD = "_seq"
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
 Group = tuple[int, int, int, int]
 """(prompt idx, step, n, successes) of one logged outcome."""
@@ -41,6 +44,12 @@ class HotStore(Protocol):
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]: ...
 
+    async def try_lock(self, name: str, ttl: float) -> str | None:
+        """A token if this caller now holds `name` (expiring after ttl seconds), else None."""
+        ...
+
+    async def unlock(self, name: str, token: str) -> None: ...
+
     async def ping(self) -> bool: ...
 
     async def flush(self) -> None: ...
@@ -54,6 +63,7 @@ class MemoryHotStore:
     def __init__(self) -> None:
         self._runs: dict[int, tuple[int, dict[int, PromptStats]]] = {}
         self._lock = asyncio.Lock()
+        self._locks: dict[str, tuple[str, float]] = {}
 
     async def applied_seq(self, run_id: int) -> int:
         return self._runs.get(run_id, (0, {}))[0]
@@ -76,6 +86,19 @@ class MemoryHotStore:
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         return dict(self._runs.get(run_id, (0, {}))[1])
+
+    async def try_lock(self, name: str, ttl: float) -> str | None:
+        now = time.monotonic()
+        held = self._locks.get(name)
+        if held is not None and held[1] > now:
+            return None
+        token = uuid.uuid4().hex
+        self._locks[name] = (token, now + ttl)
+        return token
+
+    async def unlock(self, name: str, token: str) -> None:
+        if self._locks.get(name, ("", 0.0))[0] == token:
+            del self._locks[name]
 
     async def ping(self) -> bool:
         return True
@@ -139,6 +162,14 @@ class RedisHotStore:
             for k, v in raw.items()
             if (k.decode() if isinstance(k, bytes) else k) != SEQ_FIELD
         }
+
+    async def try_lock(self, name: str, ttl: float) -> str | None:
+        token = uuid.uuid4().hex
+        ok = await self.redis.set(f"{self.prefix}:lock:{name}", token, nx=True, px=int(ttl * 1000))
+        return token if ok else None
+
+    async def unlock(self, name: str, token: str) -> None:
+        await self.redis.eval(_UNLOCK, 1, f"{self.prefix}:lock:{name}", token)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

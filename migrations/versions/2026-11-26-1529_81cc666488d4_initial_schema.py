@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6427297ed644
+Revision ID: 81cc666488d4
 Revises:
-Create Date: 2026-11-26 15:13:45.328619+00:00
+Create Date: 2026-11-26 15:29:51.869542+00:00
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import service.db
 
-revision: str = "6427297ed644"
+revision: str = "81cc666488d4"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -27,7 +27,6 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("embedder", sa.String(length=50), nullable=False),
         sa.Column("prompt_count", sa.Integer(), nullable=False),
-        sa.Column("embedded_count", sa.Integer(), nullable=False),
         sa.Column("created_at", service.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_datasets")),
         sa.UniqueConstraint("name", name=op.f("uq_datasets_name")),
@@ -77,6 +76,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column("init_from", sa.String(length=200), nullable=True),
         sa.Column("created_at", service.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("outcome_seq", sa.Integer(), nullable=False),
         sa.Column("batch_seq", sa.Integer(), nullable=False),
@@ -173,6 +173,29 @@ def upgrade() -> None:
         batch_op.create_index("ix_outcomes_run_step", ["run_id", "step"], unique=False)
 
     op.create_table(
+        "predictor_versions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("trained_on", sa.Integer(), nullable=False),
+        sa.Column("state", sa.LargeBinary(), nullable=False),
+        sa.Column("priors", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "calibration",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("fitted_at", service.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["runs.id"],
+            name=op.f("fk_predictor_versions_run_id_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_predictor_versions")),
+        sa.UniqueConstraint("run_id", "version", name=op.f("uq_predictor_versions_run_id_version")),
+    )
+    op.create_table(
         "batch_items",
         sa.Column("batch_id", sa.String(length=32), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
@@ -210,6 +233,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_batch_items_run_prompt")
 
     op.drop_table("batch_items")
+    op.drop_table("predictor_versions")
     with op.batch_alter_table("outcomes", schema=None) as batch_op:
         batch_op.drop_index("ix_outcomes_run_step")
         batch_op.drop_index("ix_outcomes_run_prompt")

@@ -1,0 +1,1 @@
+"""Per-run difficulty predictor: fitted in the background, versioned in the database."""

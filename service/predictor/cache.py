@@ -1,0 +1,29 @@
+"""Process-local copies of predictor data; each keyed by what makes it current."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from service.estimator import PredictorState
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class DatasetInputs:
+    """A dataset's model inputs by dense idx; rows not embedded yet are absent from `mask`."""
+
+    x: F32
+    mask: npt.NDArray[np.bool_]
+
+
+@dataclass
+class PredictorCache:
+    """Process-local copies of what the database holds, keyed so they can't go stale."""
+
+    priors: dict[int, tuple[int, F32]] = field(default_factory=dict)
+    states: dict[int, tuple[int, PredictorState]] = field(default_factory=dict)
+    inputs: dict[int, tuple[int, DatasetInputs]] = field(default_factory=dict)

@@ -1,0 +1,264 @@
+"""Fit each run's predictor in the background and turn it into a prior for every prompt.
+
+The request path only reads: the newest version's per-prompt priors (cached per process by
+version). Fitting loads the dataset's stored model inputs, learns from the run's discounted
+per-prompt counts (recent outcomes weigh more, so the fit follows the improving policy),
+warm-starts from the previous version, and stores the new version with its calibration on
+the outcomes that arrived since the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import spearmanr
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.datasets.embedding import decode
+from service.datasets.models import Prompt
+from service.estimator import N_FEATURES, FitConfig, PredictorState, fit, predict
+from service.outcomes.models import Outcome
+from service.predictor.cache import F32, DatasetInputs
+from service.predictor.models import PredictorVersion
+from service.runs.models import Run
+from service.runs.schemas import SelectionConfig
+from service.state import AppState
+from service.stats.service import catch_up
+
+log = logging.getLogger(__name__)
+
+
+async def latest(session: AsyncSession, run_id: int) -> PredictorVersion | None:
+    stmt = (
+        select(PredictorVersion)
+        .where(PredictorVersion.run_id == run_id)
+        .order_by(PredictorVersion.version.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def latest_version(session: AsyncSession, run_id: int) -> int | None:
+    stmt = select(func.max(PredictorVersion.version)).where(PredictorVersion.run_id == run_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def priors(
+    state: AppState, session: AsyncSession, run_id: int
+) -> tuple[int | None, F32 | None]:
+    """The newest version's predicted pass rate per prompt idx (NaN: not embedded at fit time)."""
+    version = await latest_version(session, run_id)
+    if version is None:
+        return None, None
+    cached = state.predictor_cache.priors.get(run_id)
+    if cached is not None and cached[0] == version:
+        return cached
+    blob = (
+        await session.execute(
+            select(PredictorVersion.priors).where(
+                PredictorVersion.run_id == run_id, PredictorVersion.version == version
+            )
+        )
+    ).scalar_one()
+    arr = np.frombuffer(blob, dtype=np.float32)
+    state.predictor_cache.priors[run_id] = (version, arr)
+    return version, arr
+
+
+async def model(
+    state: AppState, session: AsyncSession, run_id: int
+) -> tuple[int, PredictorState] | None:
+    row = await latest(session, run_id)
+    if row is None:
+        return None
+    cached = state.predictor_cache.states.get(run_id)
+    if cached is None or cached[0] != row.version:
+        cached = (row.version, PredictorState.from_bytes(row.state))
+        state.predictor_cache.states[run_id] = cached
+    return cached
+
+
+async def dataset_inputs(
+    state: AppState, session: AsyncSession, dataset_id: int, size: int
+) -> DatasetInputs:
+    """Load the stored inputs once; later calls fetch only rows embedded since."""
+    embedded = (
+        await session.execute(
+            select(func.count()).where(
+                Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
+            )
+        )
+    ).scalar_one()
+    cached = state.predictor_cache.inputs.get(dataset_id)
+    if cached is not None and cached[0] == embedded and len(cached[1].mask) == size:
+        return cached[1]
+    old = cached[1] if cached is not None else None
+    rows = (
+        await session.execute(
+            select(Prompt.idx, Prompt.embedding).where(
+                Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
+            )
+        )
+    ).all()
+    if not rows:
+        inputs = DatasetInputs(np.zeros((size, 0), dtype=np.float32), np.zeros(size, dtype=bool))
+    else:
+        idx = np.array([r.idx for r in rows], dtype=np.int64)
+        vecs = await asyncio.to_thread(decode, [r.embedding for r in rows])
+        x = np.zeros((size, vecs.shape[1]), dtype=np.float32)
+        x[idx] = vecs
+        mask = np.zeros(size, dtype=bool)
+        mask[idx] = True
+        inputs = DatasetInputs(x, mask)
+    del old
+    state.predictor_cache.inputs[dataset_id] = (embedded, inputs)
+    return inputs
+
+
+def fit_config(dim: int) -> FitConfig:
+    return FitConfig(blocks=(dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,))
+
+
+async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:
+    """Fit a new version when enough outcomes are new; one fitter per run across replicas."""
+    token = await state.hot.try_lock(f"fit:{run_id}", ttl=300)
+    if token is None:
+        return None
+    try:
+        return await _fit(state, run_id, force)
+    finally:
+        await state.hot.unlock(f"fit:{run_id}", token)
+
+
+async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
+    t0 = time.perf_counter()
+    async with state.read_sessionmaker() as session:
+        run = await session.get_one(Run, run_id)
+        cfg = SelectionConfig.model_validate(run.selection)
+        prev = await latest(session, run_id)
+        seen = prev.trained_on if prev is not None else 0
+        needed = cfg.refit_every if prev is not None else cfg.fit_min_outcomes
+        warm = prev is None and run.init_from is not None
+        if not force and not warm and run.outcome_seq - seen < needed:
+            return None
+        from service.datasets.models import Dataset
+
+        dataset = await session.get_one(Dataset, run.dataset_id)
+        inputs = await dataset_inputs(state, session, dataset.id, dataset.prompt_count)
+        if not inputs.mask.any():
+            return None
+        init = PredictorState.from_bytes(prev.state) if prev is not None else None
+        if warm:
+            init = await _source_state(session, run.init_from)
+        target = run.outcome_seq
+        await catch_up(session, state.hot, run.id, target, cfg.discount)
+        stats = await state.hot.get_all(run.id)
+        calibration = await _calibration(session, run.id, prev) if prev is not None else {}
+        step = max(run.max_step, 0)
+    idx = np.array([i for i in stats if i < len(inputs.mask) and inputs.mask[i]], dtype=np.int64)
+    if len(idx) < 2 and init is None:
+        return None
+    if len(idx) >= 2:
+        decay = np.array([cfg.discount ** max(step - stats[i].last_step, 0) for i in idx])
+        succ = np.array([stats[i].disc_successes for i in idx]) * decay
+        trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
+        new = await asyncio.to_thread(
+            fit, inputs.x[idx], succ, trials, init=init, config=fit_config(inputs.x.shape[1])
+        )
+    else:
+        assert init is not None
+        new = init
+    prior = await asyncio.to_thread(_predict_all, new, inputs)
+    version = (prev.version if prev is not None else 0) + 1
+    async with state.sessionmaker() as session:
+        session.add(
+            PredictorVersion(
+                run_id=run_id,
+                version=version,
+                trained_on=target,
+                state=new.to_bytes(),
+                priors=prior.tobytes(),
+                calibration={
+                    **calibration,
+                    "fit_seconds": round(time.perf_counter() - t0, 3),
+                    "fitted_prompts": len(idx),
+                },
+            )
+        )
+        try:
+            await session.commit()
+        except IntegrityError:  # another replica stored this version first
+            return None
+    log.info(
+        "run %s: predictor v%d on %d outcomes (%d prompts) in %.2f s",
+        run_id,
+        version,
+        target,
+        len(idx),
+        time.perf_counter() - t0,
+    )
+    return version
+
+
+def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
+    out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
+    if inputs.mask.any():
+        out[inputs.mask] = predict(st, inputs.x[inputs.mask])
+    return out
+
+
+async def _source_state(session: AsyncSession, name: str | None) -> PredictorState | None:
+    src = (await session.execute(select(Run.id).where(Run.name == name))).scalar_one_or_none()
+    if src is None:
+        return None
+    row = await latest(session, src)
+    return PredictorState.from_bytes(row.state) if row is not None else None
+
+
+async def _calibration(
+    session: AsyncSession, run_id: int, prev: PredictorVersion
+) -> dict[str, float]:
+    """How the previous version's priors did on outcomes it had not seen when it was fitted."""
+    rows = (
+        await session.execute(
+            select(Outcome.prompt_idx, func.sum(Outcome.n), func.sum(Outcome.successes))
+            .where(Outcome.run_id == run_id, Outcome.seq > prev.trained_on)
+            .group_by(Outcome.prompt_idx)
+        )
+    ).all()
+    pri = np.frombuffer(prev.priors, dtype=np.float32)
+    pairs = [(float(pri[i]), k / n) for i, n, k in rows if i < len(pri) and pri[i] == pri[i] and n]
+    if len(pairs) < 3:
+        return {"unseen_prompts": float(len(pairs))}
+    pred, obs = np.array(pairs).T
+    rho = spearmanr(pred, obs).statistic
+    return {
+        "unseen_prompts": float(len(pairs)),
+        "mae": float(np.mean(np.abs(pred - obs))),
+        "spearman": float(rho) if rho == rho else 0.0,
+        "mean_predicted": float(pred.mean()),
+        "mean_observed": float(obs.mean()),
+    }
+
+
+def prior_pseudo_counts(
+    cfg: SelectionConfig, prior: F32 | None, idx: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Beta prior per prompt: the predicted rate at `prior_strength` pseudo-counts, or the run's."""
+    a0 = np.full(len(idx), cfg.prior_alpha)
+    b0 = np.full(len(idx), cfg.prior_beta)
+    if prior is not None and len(idx):
+        inside = idx < len(prior)
+        m = np.full(len(idx), np.nan)
+        m[inside] = prior[idx[inside]]
+        ok = ~np.isnan(m)
+        m = np.clip(m, 0.01, 0.99)
+        a0[ok] = m[ok] * cfg.prior_strength
+        b0[ok] = (1 - m[ok]) * cfg.prior_strength
+    return a0, b0
