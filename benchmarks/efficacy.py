@@ -9,6 +9,7 @@ writes `benchmarks/results/efficacy.png` (held-out pass rate against rollouts).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -161,6 +162,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", choices=["embedded", "postgres"], default="embedded")
     ap.add_argument("--methods", default=",".join(m.name for m in METHODS))
     ap.add_argument("--plot", default=str(RESULTS / "efficacy.png"))
+    ap.add_argument(
+        "--informative", default="{}", help="JSON merged into the informative runs' selection"
+    )
     return ap
 
 
@@ -169,7 +173,14 @@ def main() -> None:
 
 
 def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
-    methods = [m for m in METHODS if m.name in args.methods.split(",")]
+    extra = json.loads(args.informative)
+    methods = [
+        Method(m.name, m.strategy, {**m.selection, **extra}, m.dapo, m.use_n)
+        if m.strategy == "informative"
+        else m
+        for m in METHODS
+        if m.name in args.methods.split(",")
+    ]
     budget = args.steps * args.batch * args.group
     warmup_steps = -(-args.pool // args.batch)  # one epoch's worth of uniform steps
     model = LearningModel()

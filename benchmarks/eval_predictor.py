@@ -188,7 +188,7 @@ def ridge(inp: Inputs) -> Predictor:
         from service.estimator.model import standardisation
 
         mean, scale = standardisation(xtr, np.ones(len(s), np.float32), inp.blocks, inp.gains)
-        m = Ridge(alpha=10.0).fit((xtr - mean) / scale, s / t)
+        m = Ridge(alpha=3.0).fit((xtr - mean) / scale, s / t)
         return np.clip(m.predict((xte - mean) / scale), 1e-3, 1 - 1e-3)
 
     return run
@@ -224,7 +224,32 @@ def predictors(inp: Inputs, quick: bool) -> list[tuple[str, Predictor]]:
         out.append((f"model, ranking w=0.3 [{inp.name}]", model_predictor(base, 0.3, inp)))
         mlp = FitConfig(hidden=64, l2=1e-3)
         out.append((f"MLP-64, no ranking [{inp.name}]", model_predictor(mlp, 0.0, inp)))
+    if not quick and inp.name == "hybrid":
+        out.append(("ref: model + RBF kernel ridge on MiniLM (memory-based)", kernel_blend(inp)))
     return out
+
+
+def kernel_blend(inp: Inputs) -> Predictor:
+    """Reference only: average the model with RBF kernel ridge on the MiniLM block.
+
+    Kernel ridge needs the training embeddings at predict time (O(n_train) per row),
+    so it cannot meet the 100 ms / 100k-row budget; it shows what locality adds.
+    """
+    from sklearn.kernel_ridge import KernelRidge
+
+    lo = inp.blocks[0]
+    hi = lo + inp.blocks[1]
+    linear = model_predictor(FitConfig(), 0.0, inp)
+
+    def run(xtr: np.ndarray, s: np.ndarray, t: np.ndarray, xte: np.ndarray) -> np.ndarray:
+        m_tr = xtr[:, lo:hi] / np.linalg.norm(xtr[:, lo:hi], axis=1, keepdims=True)
+        m_te = xte[:, lo:hi] / np.linalg.norm(xte[:, lo:hi], axis=1, keepdims=True)
+        y = s / t
+        krr = KernelRidge(alpha=1.0, kernel="rbf", gamma=2.0).fit(m_tr, y - y.mean())
+        k = np.clip(krr.predict(m_te) + y.mean(), 1e-3, 1 - 1e-3)
+        return 0.5 * (k + linear(xtr, s, t, xte))
+
+    return run
 
 
 def deepscaler(which: str, quick: bool, seed: int) -> None:

@@ -9,12 +9,15 @@ import pytest
 from scipy.stats import spearmanr
 
 from service.estimator import (
+    N_FEATURES,
     ClientEmbedder,
     FitConfig,
     HashingEmbedder,
     PredictorState,
     fit,
     get_embedder,
+    input_blocks,
+    model_inputs,
     predict,
     predict_logprob,
     text_features,
@@ -151,3 +154,14 @@ def test_weights_and_validation() -> None:
     state = fit(x, s, t, config=cfg)
     with pytest.raises(ValueError):
         predict(state, x[:, :4])
+
+
+def test_model_inputs_and_blocks() -> None:
+    emb = HashingEmbedder().embed(TEXTS)
+    x = model_inputs(emb, TEXTS)
+    assert x.shape == (len(TEXTS), emb.shape[1] + N_FEATURES) and x.dtype == np.float32
+    assert not model_inputs(emb, None)[:, -N_FEATURES:].any()
+    assert input_blocks("hashing", emb.shape[1]) == (emb.shape[1], N_FEATURES)
+    assert input_blocks("hybrid", emb.shape[1] + 384) == (emb.shape[1], 384, N_FEATURES)
+    with pytest.raises(ValueError):
+        model_inputs(emb, TEXTS[:2])

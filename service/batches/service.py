@@ -18,14 +18,13 @@ from service.datasets.models import Dataset, Prompt
 from service.db import utcnow
 from service.exceptions import Conflict, InvalidInput
 from service.predictor import service as predictor
-from service.predictor.cache import F32
-from service.predictor.service import prior_pseudo_counts
+from service.predictor.cache import Prior
 from service.runs import service as runs
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
 from service.selection.budget import allocate, mixed
 from service.state import AppState
-from service.stats.math import beta_posterior, p_informative
+from service.stats.math import p_informative
 from service.stats.service import catch_up
 
 IntArray = selection.strategies.IntArray
@@ -152,7 +151,7 @@ async def _create(
     rng = np.random.default_rng([cfg.seed, run.id, run.batch_seq + 1])
     step = max(body.step, run.max_step)
     limit = min(strategy.max_scan(body.size, cfg), free)
-    _, prior = await predictor.priors(state, session, run.id)
+    prior = await predictor.priors(state, session, run.id)
     cands = await _candidates(
         state, run, cfg, prior, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
     )
@@ -196,16 +195,12 @@ async def _candidates(
     state: AppState,
     run: Run,
     cfg: SelectionConfig,
-    prior: F32 | None,
+    prior: Prior | None,
     idx: IntArray,
     step: int,
 ) -> selection.Candidates:
-    """Posterior of each drawn prompt: the predictor's prior plus its discounted history."""
-    stats = await state.hot.get_many(run.id, idx.tolist())
-    a0, b0 = prior_pseudo_counts(cfg, prior, idx)
-    alpha, beta = beta_posterior(stats, step, cfg.discount, a0, b0)
-    seen = np.array([s is not None for s in stats], dtype=bool)
-    return selection.Candidates(idx=idx, alpha=alpha, beta=beta, seen=seen)
+    est = await predictor.estimate(state, run.id, cfg, prior, idx, step)
+    return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen)
 
 
 def _concat(a: selection.Candidates, b: selection.Candidates) -> selection.Candidates:

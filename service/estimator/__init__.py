@@ -12,6 +12,7 @@ from .embedders import (
     l2_normalise,
 )
 from .features import FEATURE_NAMES, N_FEATURES, text_features
+from .inputs import input_blocks, model_inputs
 from .model import (
     FitConfig,
     PredictorState,
@@ -35,7 +36,9 @@ __all__ = [
     "combine_hybrid",
     "fit",
     "get_embedder",
+    "input_blocks",
     "l2_normalise",
+    "model_inputs",
     "predict",
     "predict_logit",
     "predict_logprob",

@@ -29,7 +29,8 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Scale rows to unit norm so embedders are interchangeable for the model."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    out: np.ndarray = (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return out
 
 
 class HashingEmbedder:

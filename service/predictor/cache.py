@@ -20,10 +20,19 @@ class DatasetInputs:
     mask: npt.NDArray[np.bool_]
 
 
+@dataclass(frozen=True)
+class Prior:
+    """What selection needs from a version: rates per prompt idx and the served-prompt drift."""
+
+    version: int
+    rates: F32
+    drift: float
+
+
 @dataclass
 class PredictorCache:
     """Process-local copies of what the database holds, keyed so they can't go stale."""
 
-    priors: dict[int, tuple[int, F32]] = field(default_factory=dict)
+    priors: dict[int, Prior] = field(default_factory=dict)
     states: dict[int, tuple[int, PredictorState]] = field(default_factory=dict)
     inputs: dict[int, tuple[int, DatasetInputs]] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from service.predictor import service
 from service.predictor.schemas import Prediction, PredictorRead, PredictRequest, PredictResponse
 from service.runs import service as runs
 from service.runs.schemas import SelectionConfig
-from service.stats.math import PromptStats, beta_posterior, p_informative
+from service.stats.math import PromptStats, p_informative
 from service.stats.service import catch_up
 
 router = APIRouter(prefix="/runs", tags=["predictor"])
@@ -49,11 +49,11 @@ async def predict_pass_rates(
                 missing=missing[:100],
             )
         idx = np.array([ids[p][1] for p in body.prompt_ids], dtype=np.int64)
-        version, prior = await service.priors(state, session, r.id)
+        prior = await service.priors(state, session, r.id)
+        version = prior.version if prior is not None else None
         await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
-        stats = await state.hot.get_many(r.id, idx.tolist())
-        a0, b0 = service.prior_pseudo_counts(cfg, prior, idx)
-        a, b = beta_posterior(stats, max(r.max_step, 0), cfg.discount, a0, b0)
+        est = await service.estimate(state, r.id, cfg, prior, idx, max(r.max_step, 0))
+        a, b, stats = est.alpha, est.beta, est.stats
         mixed = p_informative(a, b, r.group_size)
         std = _beta_std(a, b)
         return PredictResponse(
@@ -64,7 +64,7 @@ async def predict_pass_rates(
                     pass_rate=float(a[i] / (a[i] + b[i])),
                     uncertainty=float(std[i]),
                     p_informative=float(mixed[i]),
-                    prior=float(a0[i] / (a0[i] + b0[i])),
+                    prior=float(est.prior_mean[i]),
                     observations=_groups(stats[i]),
                 )
                 for i, pid in enumerate(body.prompt_ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -20,18 +21,22 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.batches.models import BatchItem
 from service.datasets.embedding import decode
 from service.datasets.models import Prompt
 from service.estimator import N_FEATURES, FitConfig, PredictorState, fit, predict
 from service.outcomes.models import Outcome
-from service.predictor.cache import F32, DatasetInputs
+from service.predictor.cache import F32, DatasetInputs, Prior
 from service.predictor.models import PredictorVersion
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
 from service.state import AppState
+from service.stats.math import PromptStats, beta_posterior, shift_logit
 from service.stats.service import catch_up
 
 log = logging.getLogger(__name__)
+
+DRIFT_WINDOW = 2_000
 
 
 async def latest(session: AsyncSession, run_id: int) -> PredictorVersion | None:
@@ -49,26 +54,28 @@ async def latest_version(session: AsyncSession, run_id: int) -> int | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def priors(
-    state: AppState, session: AsyncSession, run_id: int
-) -> tuple[int | None, F32 | None]:
+async def priors(state: AppState, session: AsyncSession, run_id: int) -> Prior | None:
     """The newest version's predicted pass rate per prompt idx (NaN: not embedded at fit time)."""
     version = await latest_version(session, run_id)
     if version is None:
-        return None, None
+        return None
     cached = state.predictor_cache.priors.get(run_id)
-    if cached is not None and cached[0] == version:
+    if cached is not None and cached.version == version:
         return cached
-    blob = (
+    row = (
         await session.execute(
-            select(PredictorVersion.priors).where(
+            select(PredictorVersion.priors, PredictorVersion.calibration).where(
                 PredictorVersion.run_id == run_id, PredictorVersion.version == version
             )
         )
-    ).scalar_one()
-    arr = np.frombuffer(blob, dtype=np.float32)
-    state.predictor_cache.priors[run_id] = (version, arr)
-    return version, arr
+    ).one()
+    prior = Prior(
+        version=version,
+        rates=np.frombuffer(row.priors, dtype=np.float32),
+        drift=float(row.calibration.get("served_drift_logit", 0.0)),
+    )
+    state.predictor_cache.priors[run_id] = prior
+    return prior
 
 
 async def model(
@@ -160,6 +167,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         await catch_up(session, state.hot, run.id, target, cfg.discount)
         stats = await state.hot.get_all(run.id)
         calibration = await _calibration(session, run.id, prev) if prev is not None else {}
+        calibration["served_drift_logit"] = await _served_drift(session, run.id, cfg)
         step = max(run.max_step, 0)
     idx = np.array([i for i in stats if i < len(inputs.mask) and inputs.mask[i]], dtype=np.int64)
     if len(idx) < 2 and init is None:
@@ -206,6 +214,35 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
     return version
 
 
+async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig) -> float:
+    """How far served prompts came out above the estimate they were served with, in logits.
+
+    A policy that learns makes every stale estimate too low; selection adds this to the
+    estimate of prompts with history, so it stops serving prompts that have since been solved.
+    """
+    if not cfg.drift_correction:
+        return 0.0
+    rows = (
+        await session.execute(
+            select(BatchItem.predicted, Outcome.n, Outcome.successes)
+            .join(
+                BatchItem,
+                (BatchItem.batch_id == Outcome.batch_id)
+                & (BatchItem.prompt_idx == Outcome.prompt_idx),
+            )
+            .where(Outcome.run_id == run_id)
+            .order_by(Outcome.seq.desc())
+            .limit(DRIFT_WINDOW)
+        )
+    ).all()
+    if len(rows) < 50:
+        return 0.0
+    pred = np.clip(np.array([r.predicted for r in rows]), 0.02, 0.98)
+    obs = np.array([(r.successes + 0.5) / (r.n + 1.0) for r in rows])
+    drift = float(np.mean(np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))))
+    return float(np.clip(drift, -2.0, 2.0))
+
+
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
     out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
     if inputs.mask.any():
@@ -248,17 +285,49 @@ async def _calibration(
 
 
 def prior_pseudo_counts(
-    cfg: SelectionConfig, prior: F32 | None, idx: npt.NDArray[np.int64]
+    cfg: SelectionConfig, prior: Prior | None, idx: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Beta prior per prompt: the predicted rate at `prior_strength` pseudo-counts, or the run's."""
     a0 = np.full(len(idx), cfg.prior_alpha)
     b0 = np.full(len(idx), cfg.prior_beta)
     if prior is not None and len(idx):
-        inside = idx < len(prior)
+        inside = idx < len(prior.rates)
         m = np.full(len(idx), np.nan)
-        m[inside] = prior[idx[inside]]
+        m[inside] = prior.rates[idx[inside]]
         ok = ~np.isnan(m)
         m = np.clip(m, 0.01, 0.99)
         a0[ok] = m[ok] * cfg.prior_strength
         b0[ok] = (1 - m[ok]) * cfg.prior_strength
     return a0, b0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Each prompt's Beta posterior: the predictor's prior, its own history, the drift shift."""
+
+    alpha: npt.NDArray[np.float64]
+    beta: npt.NDArray[np.float64]
+    prior_mean: npt.NDArray[np.float64]
+    stats: list[PromptStats | None]
+
+    @property
+    def seen(self) -> npt.NDArray[np.bool_]:
+        return np.array([s is not None for s in self.stats], dtype=bool)
+
+
+async def estimate(
+    state: AppState,
+    run_id: int,
+    cfg: SelectionConfig,
+    prior: Prior | None,
+    idx: npt.NDArray[np.int64],
+    step: int,
+) -> Estimate:
+    """The one place a prompt's current pass-rate estimate is made (selection, predict, stats)."""
+    stats = await state.hot.get_many(run_id, idx.tolist())
+    a0, b0 = prior_pseudo_counts(cfg, prior, idx)
+    alpha, beta = beta_posterior(stats, step, cfg.discount, a0, b0)
+    seen = np.array([s is not None for s in stats], dtype=bool)
+    if prior is not None and prior.drift and seen.any():
+        alpha, beta = shift_logit(alpha, beta, prior.drift * seen)
+    return Estimate(alpha, beta, a0 / (a0 + b0), stats)

@@ -41,6 +41,9 @@ class SelectionConfig(BaseModel):
     )
     refit_every: int = Field(1000, ge=1, description="new outcome groups between predictor fits")
     fit_min_outcomes: int = Field(256, ge=1, description="outcome groups before the first fit")
+    drift_correction: bool = Field(
+        True, description="shift estimates of seen prompts by how far served ones came out above"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 

@@ -90,3 +90,13 @@ def p_informative(alpha: FloatArray, beta: FloatArray, group_size: int) -> Float
     all_fail = np.exp(betaln(alpha, beta + g) - betaln(alpha, beta))
     out: FloatArray = np.clip(1.0 - all_pass - all_fail, 0.0, 1.0)
     return out
+
+
+def shift_logit(
+    alpha: FloatArray, beta: FloatArray, shift: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Move each Beta's mean by `shift` in logit space, keeping its strength alpha + beta."""
+    strength = alpha + beta
+    z = np.log(alpha / beta) + shift
+    mean = 1.0 / (1.0 + np.exp(-z))
+    return mean * strength, (1.0 - mean) * strength

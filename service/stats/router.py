@@ -10,9 +10,10 @@ from service.datasets import service as datasets
 from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep
 from service.outcomes.models import Outcome
+from service.predictor import service as predictor
 from service.runs import service as runs
 from service.runs.schemas import SelectionConfig
-from service.stats.math import beta_posterior, p_informative
+from service.stats.math import p_informative
 from service.stats.schemas import (
     Estimate,
     HistogramBin,
@@ -52,9 +53,11 @@ async def prompt_stats(
         )
         for o in rows.scalars()
     ]
-    alpha, beta = beta_posterior(
-        [s], max(r.max_step, 0), cfg.discount, cfg.prior_alpha, cfg.prior_beta
+    prior = await predictor.priors(state, session, r.id)
+    est = await predictor.estimate(
+        state, r.id, cfg, prior, np.array([prompt.idx], dtype=np.int64), max(r.max_step, 0)
     )
+    alpha, beta = est.alpha, est.beta
     a, b = float(alpha[0]), float(beta[0])
     return PromptStatsRead(
         id=prompt.client_id,
