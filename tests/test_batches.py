@@ -201,3 +201,34 @@ async def test_estimate_follows_discounted_history(
     est = (await client.get(f"/v1/runs/run-{uid}/prompts/p0")).json()["estimate"]
     assert est["alpha"] == pytest.approx(1 + 4)
     assert est["beta"] == pytest.approx(1 + 4 * discount**10)
+
+
+async def test_no_repeats_within_epochs_across_straddling_batches(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    """Scanned windows that cross an epoch boundary must not let a prompt repeat in the new epoch."""
+    await make_dataset(client, f"ds-{uid}", 50)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        group_size=2,
+        strategy="posterior",
+        selection={"oversample": 2.5},
+    )
+    served: dict[int, list[str]] = {}
+    for step in range(40):
+        b = (
+            await client.post(f"/v1/runs/run-{uid}/batches", json={"step": step, "size": 8})
+        ).json()
+        served.setdefault(b["stats"]["epoch"], []).extend(p["id"] for p in b["prompts"])
+        results = [{"prompt_id": p["id"], "rewards": [1, 0]} for p in b["prompts"]]
+        await client.post(
+            f"/v1/runs/run-{uid}/outcomes",
+            json={"step": step, "batch_id": b["batch_id"], "results": results},
+        )
+    assert len(served) >= 10
+    for epoch, ids in served.items():
+        assert len(ids) == len(set(ids)), (
+            f"epoch {epoch} repeats {len(ids) - len(set(ids))} prompts"
+        )

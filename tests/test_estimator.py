@@ -165,3 +165,19 @@ def test_model_inputs_and_blocks() -> None:
     assert input_blocks("hybrid", emb.shape[1] + 384) == (emb.shape[1], 384, N_FEATURES)
     with pytest.raises(ValueError):
         model_inputs(emb, TEXTS[:2])
+
+
+def test_duplicate_rows_are_merged_without_changing_the_fit() -> None:
+    x, s, t, _ = _synthetic(n=400, d=10)
+    cfg = FitConfig(blocks=(10,), block_gains=(1.0,), ranking_weight=0.0)
+    once = fit(x, s, t, ranking_weight=0.0, config=cfg)
+    # Same prompts seen in two groups each: pooled counts are what the loss sees.
+    twice = fit(
+        np.vstack([x, x]),
+        np.concatenate([s, s]),
+        np.concatenate([t, t]),
+        ranking_weight=0.0,
+        config=cfg,
+    )
+    assert twice.meta["n_unique_rows"] == 400 and twice.meta["n_rows"] == 800
+    np.testing.assert_allclose(predict(once, x), predict(twice, x), atol=1e-3)

@@ -94,18 +94,34 @@ async def leased_idxs(session: AsyncSession, run_id: int) -> set[int]:
 
 
 class _EpochCursor:
-    """Walks the run's seeded permutation of the pool; a new epoch starts when it runs out."""
+    """Walks the run's seeded permutation of the pool; a new epoch starts when it runs out.
+
+    A batch that crosses into a new epoch takes the old epoch's last prompts too; those lead
+    the new epoch's order (`epoch_head`), so they count as served in it and never repeat there.
+    """
 
     def __init__(self, run: Run, pool: int, cfg: SelectionConfig, skip: set[int]) -> None:
         self.run = run
         self.pool = pool
         self.seed = cfg.seed
         self.skip = skip
+        self.taken: list[int] = []
         self._perm = self._permutation() if run.epoch_size else np.empty(0, dtype=np.int64)
 
     def _permutation(self) -> IntArray:
         rng = np.random.default_rng([self.seed, self.run.id, self.run.epoch])
-        return rng.permutation(self.run.epoch_size).astype(np.int64)
+        perm = rng.permutation(self.run.epoch_size).astype(np.int64)
+        head = np.array(self.run.epoch_head or [], dtype=np.int64)
+        if len(head) == 0:
+            return perm
+        return np.concatenate([head, perm[~np.isin(perm, head)]])
+
+    def _rollover(self) -> None:
+        self.run.epoch += 1
+        self.run.epoch_size = self.pool
+        self.run.epoch_head = list(dict.fromkeys(self.taken))
+        self.run.epoch_cursor = len(self.run.epoch_head)
+        self._perm = self._permutation()
 
     def draw(self, wanted: int) -> IntArray:
         out: list[IntArray] = []
@@ -113,10 +129,7 @@ class _EpochCursor:
         rollovers = 0
         while got < wanted and rollovers < 2:
             if self.run.epoch_cursor >= self.run.epoch_size:
-                self.run.epoch += 1
-                self.run.epoch_cursor = 0
-                self.run.epoch_size = self.pool
-                self._perm = self._permutation()
+                self._rollover()
                 rollovers += 1
             chunk = self._perm[self.run.epoch_cursor : self.run.epoch_cursor + 4 * (wanted - got)]
             free = chunk[~np.isin(chunk, list(self.skip))] if self.skip else chunk
@@ -125,6 +138,7 @@ class _EpochCursor:
                 chunk, free = chunk[: last + 1], free[: wanted - got]
             self.run.epoch_cursor += len(chunk)
             self.skip.update(int(i) for i in free)
+            self.taken.extend(int(i) for i in free)
             out.append(free)
             got += len(free)
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -20,6 +20,7 @@ from .model import (
     predict,
     predict_logit,
     predict_logprob,
+    warmup,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "predict_logit",
     "predict_logprob",
     "text_features",
+    "warmup",
 ]

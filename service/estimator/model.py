@@ -13,7 +13,7 @@ import torch
 
 FORMAT_VERSION = 1
 _EPS = 1e-6
-_INNER = 10  # L-BFGS iterations between time checks
+_INNER = 5  # L-BFGS iterations between time checks
 
 
 @dataclass
@@ -177,6 +177,21 @@ def platt(
     return a, b
 
 
+def _weighted_moments(
+    x: np.ndarray, w: np.ndarray, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted column mean and variance in row chunks (no (n, d) temporaries)."""
+    wn = w.astype(np.float64) / float(w.sum())
+    mean = np.zeros(x.shape[1], dtype=np.float64)
+    for i in range(0, x.shape[0], chunk):
+        mean += wn[i : i + chunk] @ x[i : i + chunk]
+    var = np.zeros(x.shape[1], dtype=np.float64)
+    m32 = mean.astype(np.float32)
+    for i in range(0, x.shape[0], chunk):
+        var += wn[i : i + chunk] @ np.square(x[i : i + chunk] - m32)
+    return m32, var
+
+
 def standardisation(
     x: np.ndarray, w: np.ndarray, blocks: tuple[int, ...], gains: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -187,9 +202,7 @@ def standardisation(
     """
     if sum(blocks) != x.shape[1] or len(gains) != len(blocks):
         raise ValueError(f"blocks {blocks} / gains {gains} do not match width {x.shape[1]}")
-    wn = (w / w.sum()).astype(np.float64)
-    mean = (wn @ x).astype(np.float32)
-    var = (wn @ np.square(x - mean)).astype(np.float64)
+    mean, var = _weighted_moments(x, w)
     scale = np.ones(x.shape[1], dtype=np.float64)
     start = 0
     for k, (size, gain) in enumerate(zip(blocks, gains, strict=True)):
@@ -257,6 +270,49 @@ def _init_net(net: _Net, init: PredictorState | None, rates_logit: float) -> Non
         last.bias[0] = rates_logit
 
 
+def _merge_duplicates(
+    x: np.ndarray, s: np.ndarray, t: np.ndarray, w: np.ndarray, logprob: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pool outcomes of identical rows (same prompt, many groups): same loss, fewer rows.
+
+    The weighted binomial likelihood only depends on sum(w*s) and sum(w*t) per row, and
+    refits are memory-bound on x, so this makes repeated prompts nearly free.
+    """
+    rng = np.random.default_rng(12345)
+    key = x @ rng.standard_normal((x.shape[1], 2)).astype(np.float32)
+    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    if first.shape[0] == x.shape[0]:
+        return x, s, t, w, logprob
+    inv = inv.ravel()
+    m = first.shape[0]
+    w_agg = np.bincount(inv, weights=w, minlength=m)
+    safe = np.maximum(w_agg, 1e-12)
+    s_agg = (np.bincount(inv, weights=w * s, minlength=m) / safe).astype(np.float32)
+    t_agg = (np.bincount(inv, weights=w * t, minlength=m) / safe).astype(np.float32)
+    lp_agg = None
+    if logprob is not None:
+        lp = np.asarray(logprob, dtype=np.float64)
+        ok = np.isfinite(lp)
+        num = np.bincount(inv, weights=np.where(ok, lp, 0.0) * w, minlength=m)
+        den = np.bincount(inv, weights=ok * w, minlength=m)
+        lp_agg = np.where(den > 0, num / np.maximum(den, 1e-12), np.nan).astype(np.float32)
+    s_agg = np.minimum(s_agg, t_agg)
+    return x[first], s_agg, t_agg, w_agg.astype(np.float32), lp_agg
+
+
+def warmup() -> None:
+    """Pay torch's one-off lazy imports (about 1 s) at service start, not in the first refit."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    fit(
+        x,
+        np.ones(64, np.float32),
+        np.full(64, 2.0, np.float32),
+        max_seconds=1.0,
+        config=FitConfig(blocks=(4,), block_gains=(1.0,)),
+    )
+
+
 def fit(
     x: np.ndarray,
     successes: np.ndarray,
@@ -293,6 +349,8 @@ def fit(
         raise ValueError("weights must be finite, non-negative, (n,) and not all zero")
     if init is not None and (init.dim != x.shape[1] or init.hidden != cfg.hidden):
         init = None  # shapes changed (new embedder or config): refit from scratch
+    n_outcomes = int(x.shape[0])
+    x, s, t, w, logprob = _merge_duplicates(x, s, t, w, logprob)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     prev_threads = torch.get_num_threads()
@@ -302,7 +360,11 @@ def fit(
     finally:
         torch.set_num_threads(prev_threads)
     state.meta.update(
-        {"n_rows": int(x.shape[0]), "fit_seconds": round(time.perf_counter() - t0, 3)}
+        {
+            "n_rows": n_outcomes,
+            "n_unique_rows": int(x.shape[0]),
+            "fit_seconds": round(time.perf_counter() - t0, 3),
+        }
     )
     return state
 
@@ -325,7 +387,7 @@ def _fit_torch(
         blocks = cfg.blocks or default_blocks(x.shape[1])
         gains = cfg.block_gains or _default_gains(blocks, cfg.feature_gain)
         mean, scale = standardisation(x, w, blocks, gains)
-    xs = torch.from_numpy((x - mean) / scale)
+    xs = torch.from_numpy(x).sub(torch.from_numpy(mean)).div_(torch.from_numpy(scale))
     st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
     rates = s / t
     pooled = float((w * s).sum() / max(float((w * t).sum()), _EPS))
@@ -381,8 +443,14 @@ def _fit_torch(
 
     steps = 0
     prev = float("inf")
-    while steps * _INNER < cfg.max_iter and time.perf_counter() - t0 < cfg.max_seconds:
+    step_time = 0.0
+    # Stop before a step would overrun the budget (keep 10% for recalibration and copy-out).
+    while steps * _INNER < cfg.max_iter and (
+        time.perf_counter() - t0 + step_time < 0.9 * cfg.max_seconds
+    ):
+        t_step = time.perf_counter()
         loss = float(opt.step(closure).detach())  # type: ignore[no-untyped-call]
+        step_time = time.perf_counter() - t_step
         steps += 1
         if abs(prev - loss) < 1e-7 * max(1.0, abs(loss)):
             break

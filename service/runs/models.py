@@ -30,6 +30,7 @@ class Run(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epoch_cursor: Mapped[int] = mapped_column(Integer, default=0)
     epoch_size: Mapped[int] = mapped_column(Integer, default=0)
+    epoch_head: Mapped[list[int]] = mapped_column(JSONType, default=list)
 
     # Counters kept on ingest so GET /runs/{run} costs one row.
     groups: Mapped[int] = mapped_column(Integer, default=0)

@@ -80,6 +80,7 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
         epoch=0,
         epoch_cursor=0,
         epoch_size=0,
+        epoch_head=[],
         groups=0,
         rollouts=0,
         successes=0,

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 81cc666488d4
+Revision ID: 444c13189cb9
 Revises:
-Create Date: 2026-11-26 15:29:51.869542+00:00
+Create Date: 2026-11-26 15:49:55.820973+00:00
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import service.db
 
-revision: str = "81cc666488d4"
+revision: str = "444c13189cb9"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -83,6 +83,11 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("epoch_cursor", sa.Integer(), nullable=False),
         sa.Column("epoch_size", sa.Integer(), nullable=False),
+        sa.Column(
+            "epoch_head",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("groups", sa.Integer(), nullable=False),
         sa.Column("rollouts", sa.Integer(), nullable=False),
         sa.Column("successes", sa.Integer(), nullable=False),
