@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from service.datasets.embedding import Embedders, EmbeddingJobs
 from service.datasets.router import router as datasets_router
 from service.db import create_engine, create_sessionmaker
 from service.deps import require_api_key
+from service.estimator.model import warmup
 from service.jobs import Jobs
 from service.migrate import upgrade
 from service.observability.metrics import Metrics
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jobs=jobs,
         )
         await embedding_jobs.resume_all()
+        jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
         log.info(
             "depo-service %s on %s, cache %s",
             __version__,

@@ -12,7 +12,8 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.datasets.models import Dataset, Prompt
-from service.estimator import Embedder, get_embedder, text_features
+from service.estimator import Embedder, get_embedder
+from service.estimator.inputs import model_inputs
 from service.jobs import Jobs
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,9 @@ def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
     return np.stack([np.frombuffer(b, dtype=np.float16) for b in blobs]).astype(np.float32)
 
 
-def model_inputs(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
+def embed_inputs(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
     """What the predictor reads: the embedding with cheap text features appended."""
-    return with_features(embedder.embed(texts), texts)
-
-
-def with_features(vecs: npt.NDArray[np.float32], texts: list[str]) -> npt.NDArray[np.float32]:
-    out: npt.NDArray[np.float32] = np.hstack([vecs, text_features(texts)]).astype(np.float32)
+    out: npt.NDArray[np.float32] = model_inputs(embedder.embed(texts), texts)
     return out
 
 
@@ -120,7 +117,7 @@ class EmbeddingJobs:
         if not rows:
             return 0
         embedder = await self.embedders.get(name)
-        vecs = await asyncio.to_thread(model_inputs, embedder, [r.text for r in rows])
+        vecs = await asyncio.to_thread(embed_inputs, embedder, [r.text for r in rows])
         async with self.sessionmaker() as session:
             # a prompt rewritten meanwhile keeps NULL and is embedded on the next pass
             table = Prompt.__table__

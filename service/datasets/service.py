@@ -12,10 +12,11 @@ import numpy as np
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.datasets.embedding import encode, with_features
+from service.datasets.embedding import encode
 from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DatasetCreate, PromptIn
 from service.db import one_of, utcnow
+from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
 
 LOOKUP_CHUNK = 5_000
@@ -151,7 +152,7 @@ def _vector(p: PromptIn) -> bytes | None:
         return None
     v = np.asarray([p.embedding], dtype=np.float32)
     v /= max(float(np.linalg.norm(v)), 1e-12)
-    return encode(with_features(v, [p.text])[0])
+    return encode(model_inputs(v, [p.text])[0])
 
 
 async def get_prompt(session: AsyncSession, dataset: Dataset, client_id: str) -> Prompt:

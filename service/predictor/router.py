@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from service.datasets import service as datasets
-from service.datasets.embedding import with_features
+from service.datasets.embedding import embed_inputs
 from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep
 from service.estimator import predict
@@ -83,7 +83,7 @@ async def predict_pass_rates(
     else:
         version, model = fitted
         embedder = await state.embedders.get(dataset.embedder)
-        x = await asyncio.to_thread(lambda: with_features(embedder.embed(texts), texts))
+        x = await asyncio.to_thread(embed_inputs, embedder, texts)
         m = np.clip(predict(model, x).astype(np.float64), 0.01, 0.99)
     a, b = m * cfg.prior_strength, (1 - m) * cfg.prior_strength
     mixed, std = p_informative(a, b, r.group_size), _beta_std(a, b)

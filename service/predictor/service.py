@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.models import BatchItem
 from service.datasets.embedding import decode
-from service.datasets.models import Prompt
+from service.datasets.models import Dataset, Prompt
 from service.estimator import N_FEATURES, FitConfig, PredictorState, fit, predict
+from service.estimator.inputs import input_blocks
 from service.outcomes.models import Outcome
 from service.predictor.cache import F32, DatasetInputs, Prior
 from service.predictor.models import PredictorVersion
@@ -128,8 +129,11 @@ async def dataset_inputs(
     return inputs
 
 
-def fit_config(dim: int) -> FitConfig:
-    return FitConfig(blocks=(dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,))
+def fit_config(embedder: str, dim: int) -> FitConfig:
+    """Each embedder's block keeps its own scale; client vectors are one block."""
+    if embedder == "client" or dim <= N_FEATURES:
+        return FitConfig(blocks=(dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,))
+    return FitConfig(blocks=input_blocks(embedder, dim - N_FEATURES))
 
 
 async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:
@@ -154,10 +158,9 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         warm = prev is None and run.init_from is not None
         if not force and not warm and run.outcome_seq - seen < needed:
             return None
-        from service.datasets.models import Dataset
-
         dataset = await session.get_one(Dataset, run.dataset_id)
         inputs = await dataset_inputs(state, session, dataset.id, dataset.prompt_count)
+        embedder = dataset.embedder
         if not inputs.mask.any():
             return None
         init = PredictorState.from_bytes(prev.state) if prev is not None else None
@@ -177,7 +180,12 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         succ = np.array([stats[i].disc_successes for i in idx]) * decay
         trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
         new = await asyncio.to_thread(
-            fit, inputs.x[idx], succ, trials, init=init, config=fit_config(inputs.x.shape[1])
+            fit,
+            inputs.x[idx],
+            succ,
+            trials,
+            init=init,
+            config=fit_config(embedder, inputs.x.shape[1]),
         )
     else:
         assert init is not None
