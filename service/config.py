@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024 * 1024
     run_migrations_on_start: bool = True
     db_pool_size: int = 10
+    refit_min_seconds: float = 30.0
+    fit_threads: int = 1
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -181,7 +181,7 @@ async def test_warm_start_from_another_run(
 async def test_background_fit_never_blocks_batches(
     client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows, run = await _setup(client, state, uid, 2000, 1500)
+    _rows, run = await _setup(client, state, uid, 2000, 1500)
     real_fit = predictor.fit
 
     def slow_fit(*args: Any, **kwargs: Any) -> Any:
@@ -213,7 +213,7 @@ async def test_background_fit_never_blocks_batches(
 
 
 async def test_predict_bad_input(client: httpx.AsyncClient, state: AppState, uid: str) -> None:
-    rows, run = await _setup(client, state, uid, 100, 0)
+    _rows, run = await _setup(client, state, uid, 100, 0)
     r = await client.post(f"/v1/runs/{run}/predict", json={})
     assert r.status_code == 422
     r = await client.post(f"/v1/runs/{run}/predict", json={"prompt_ids": ["ghost"]})

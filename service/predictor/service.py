@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.batches.models import BatchItem
 from service.datasets.embedding import decode
 from service.datasets.models import Dataset, Prompt
+from service.db import utcnow
 from service.estimator import N_FEATURES, FitConfig, PredictorState, fit, predict
 from service.estimator.inputs import input_blocks
 from service.outcomes.models import Outcome
@@ -129,11 +130,17 @@ async def dataset_inputs(
     return inputs
 
 
-def fit_config(embedder: str, dim: int) -> FitConfig:
-    """Each embedder's block keeps its own scale; client vectors are one block."""
+def fit_config(embedder: str, dim: int, threads: int) -> FitConfig:
+    """Each embedder's block keeps its own scale; client vectors are one block.
+
+    Few threads: a fit shares the machine with request handling and must not starve it.
+    """
+    blocks: tuple[int, ...]
     if embedder == "client" or dim <= N_FEATURES:
-        return FitConfig(blocks=(dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,))
-    return FitConfig(blocks=input_blocks(embedder, dim - N_FEATURES))
+        blocks = (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
+    else:
+        blocks = input_blocks(embedder, dim - N_FEATURES)
+    return FitConfig(blocks=blocks, num_threads=threads)
 
 
 async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:
@@ -157,6 +164,11 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         needed = cfg.refit_every if prev is not None else cfg.fit_min_outcomes
         warm = prev is None and run.init_from is not None
         if not force and not warm and run.outcome_seq - seen < needed:
+            return None
+        recent = prev is not None and (utcnow() - prev.fitted_at).total_seconds() < (
+            state.settings.refit_min_seconds
+        )
+        if recent and not force:
             return None
         dataset = await session.get_one(Dataset, run.dataset_id)
         inputs = await dataset_inputs(state, session, dataset.id, dataset.prompt_count)
@@ -185,7 +197,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
             succ,
             trials,
             init=init,
-            config=fit_config(embedder, inputs.x.shape[1]),
+            config=fit_config(embedder, inputs.x.shape[1], state.settings.fit_threads),
         )
     else:
         assert init is not None
