@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from datetime import timedelta
@@ -93,6 +94,18 @@ async def leased_idxs(session: AsyncSession, run_id: int) -> set[int]:
     return set(rows.scalars())
 
 
+@functools.lru_cache(maxsize=16)
+def _epoch_order(seed: int, run_id: int, epoch: int, size: int, head: tuple[int, ...]) -> IntArray:
+    """An epoch's order is a pure function of these, so every replica walks the same one."""
+    rng = np.random.default_rng([seed, run_id, epoch])
+    perm = rng.permutation(size).astype(np.int64)
+    if head:
+        first = np.array(head, dtype=np.int64)
+        perm = np.concatenate([first, perm[~np.isin(perm, first)]])
+    perm.setflags(write=False)
+    return perm
+
+
 class _EpochCursor:
     """Walks the run's seeded permutation of the pool; a new epoch starts when it runs out.
 
@@ -109,12 +122,8 @@ class _EpochCursor:
         self._perm = self._permutation() if run.epoch_size else np.empty(0, dtype=np.int64)
 
     def _permutation(self) -> IntArray:
-        rng = np.random.default_rng([self.seed, self.run.id, self.run.epoch])
-        perm = rng.permutation(self.run.epoch_size).astype(np.int64)
-        head = np.array(self.run.epoch_head or [], dtype=np.int64)
-        if len(head) == 0:
-            return perm
-        return np.concatenate([head, perm[~np.isin(perm, head)]])
+        head = tuple(self.run.epoch_head or ())
+        return _epoch_order(self.seed, self.run.id, self.run.epoch, self.run.epoch_size, head)
 
     def _rollover(self) -> None:
         self.run.epoch += 1
@@ -272,7 +281,7 @@ async def _store(
         }
         for pos, (i, p, n) in enumerate(zip(idxs, predicted, ns, strict=True))
     ]
-    await session.execute(insert(BatchItem), items)
+    await session.execute(insert(BatchItem.__table__), items)  # type: ignore[arg-type]
     await session.flush()
     prompts = [
         ServedPrompt(id=info[i].client_id, text=info[i].text, predicted_pass_rate=p, n=n)
