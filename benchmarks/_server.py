@@ -39,13 +39,17 @@ async def _admin(sql: str) -> None:
 
 
 @contextlib.contextmanager
-def serve(backend: str = "embedded", log_level: str = "warning") -> Iterator[str]:
+def serve(
+    backend: str = "embedded", log_level: str = "warning", env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis)."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="depo-")
+    extra = env or {}
     env = {**os.environ, "DEPO_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1"}
     env.pop("DEPO_DATABASE_URL", None)
     env.pop("DEPO_REDIS_URL", None)
+    env.update(extra)
     db = None
     if backend == "postgres":
         db = f"depo_bench_{uuid.uuid4().hex[:8]}"
