@@ -182,13 +182,13 @@ async def test_background_fit_never_blocks_batches(
     client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _rows, run = await _setup(client, state, uid, 2000, 1500)
-    real_fit = predictor.fit
+    real_fit = predictor.fit_calibrated
 
     def slow_fit(*args: Any, **kwargs: Any) -> Any:
         time.sleep(1.5)  # stands for a large dataset: the fit holds a worker thread this long
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(predictor, "fit", slow_fit)
+    monkeypatch.setattr(predictor, "fit_calibrated", slow_fit)
     from sqlalchemy import select
 
     from service.runs.models import Run

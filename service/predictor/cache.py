@@ -27,6 +27,7 @@ class Prior:
     version: int
     rates: F32
     drift: float
+    strength: float | None = None
 
 
 @dataclass

@@ -11,9 +11,9 @@ from service.datasets import service as datasets
 from service.datasets.embedding import embed_inputs
 from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep
-from service.estimator import predict
 from service.exceptions import InvalidInput
 from service.predictor import service
+from service.predictor.calibrate import predict_rates
 from service.predictor.schemas import Prediction, PredictorRead, PredictRequest, PredictResponse
 from service.runs import service as runs
 from service.runs.schemas import SelectionConfig
@@ -84,8 +84,9 @@ async def predict_pass_rates(
         version, model = fitted
         embedder = await state.embedders.get(dataset.embedder)
         x = await asyncio.to_thread(embed_inputs, embedder, texts)
-        m = np.clip(predict(model, x).astype(np.float64), 0.01, 0.99)
-    a, b = m * cfg.prior_strength, (1 - m) * cfg.prior_strength
+        m = np.clip(predict_rates(model, x).astype(np.float64), 0.01, 0.99)
+    k = service.strength(cfg, await service.priors(state, session, r.id))
+    a, b = m * k, (1 - m) * k
     mixed, std = p_informative(a, b, r.group_size), _beta_std(a, b)
     return PredictResponse(
         model_version=version,

@@ -20,15 +20,17 @@ from scipy.stats import spearmanr
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from service.batches.models import BatchItem
 from service.datasets.embedding import decode
 from service.datasets.models import Dataset, Prompt
 from service.db import utcnow
-from service.estimator import N_FEATURES, FitConfig, PredictorState, fit, predict
+from service.estimator import N_FEATURES, FitConfig, PredictorState
 from service.estimator.inputs import input_blocks
 from service.outcomes.models import Outcome
 from service.predictor.cache import F32, DatasetInputs, Prior
+from service.predictor.calibrate import fit_calibrated, predict_rates
 from service.predictor.models import PredictorVersion
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
@@ -39,6 +41,7 @@ from service.stats.service import catch_up
 log = logging.getLogger(__name__)
 
 DRIFT_WINDOW = 2_000
+DEFAULT_STRENGTH = 2.0
 
 
 async def latest(session: AsyncSession, run_id: int) -> PredictorVersion | None:
@@ -75,6 +78,7 @@ async def priors(state: AppState, session: AsyncSession, run_id: int) -> Prior |
         version=version,
         rates=np.frombuffer(row.priors, dtype=np.float32),
         drift=float(row.calibration.get("served_drift_logit", 0.0)),
+        strength=row.calibration.get("prior_strength"),
     )
     state.predictor_cache.priors[run_id] = prior
     return prior
@@ -192,7 +196,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         succ = np.array([stats[i].disc_successes for i in idx]) * decay
         trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
         new = await asyncio.to_thread(
-            fit,
+            fit_calibrated,
             inputs.x[idx],
             succ,
             trials,
@@ -214,6 +218,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
                 priors=prior.tobytes(),
                 calibration={
                     **calibration,
+                    "prior_strength": new.meta.get("calibration", {}).get("strength"),
                     "fit_seconds": round(time.perf_counter() - t0, 3),
                     "fitted_prompts": len(idx),
                 },
@@ -235,13 +240,25 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
 
 
 async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig) -> float:
-    """How far served prompts came out above the estimate they were served with, in logits.
+    """How far re-served prompts came out above the estimate they were served with, in logits.
 
-    A policy that learns makes every stale estimate too low; selection adds this to the
-    estimate of prompts with history, so it stops serving prompts that have since been solved.
+    Only prompts that had history when served count: their estimate was mostly that history,
+    so the residual measures how much the policy moved since, not how good the predictor is.
+    A learning policy makes stale estimates too low; selection adds this to the estimate of
+    every prompt with history, so it stops serving prompts that have since been solved.
     """
     if not cfg.drift_correction:
         return 0.0
+    earlier = aliased(Outcome)
+    had_history = (
+        select(earlier.id)
+        .where(
+            earlier.run_id == Outcome.run_id,
+            earlier.prompt_id == Outcome.prompt_id,
+            earlier.seq < Outcome.seq,
+        )
+        .exists()
+    )
     rows = (
         await session.execute(
             select(BatchItem.predicted, Outcome.n, Outcome.successes)
@@ -250,23 +267,24 @@ async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig
                 (BatchItem.batch_id == Outcome.batch_id)
                 & (BatchItem.prompt_idx == Outcome.prompt_idx),
             )
-            .where(Outcome.run_id == run_id)
+            .where(Outcome.run_id == run_id, had_history)
             .order_by(Outcome.seq.desc())
             .limit(DRIFT_WINDOW)
         )
     ).all()
     if len(rows) < 50:
         return 0.0
-    pred = np.clip(np.array([r.predicted for r in rows]), 0.02, 0.98)
-    obs = np.array([(r.successes + 0.5) / (r.n + 1.0) for r in rows])
-    drift = float(np.mean(np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))))
+    # on the probability scale first: a mean of per-group logits would be biased by noise
+    pred = float(np.clip(np.mean([r.predicted for r in rows]), 0.01, 0.99))
+    obs = float(np.clip(sum(r.successes for r in rows) / sum(r.n for r in rows), 0.01, 0.99))
+    drift = np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))
     return float(np.clip(drift, -2.0, 2.0))
 
 
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
     out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
     if inputs.mask.any():
-        out[inputs.mask] = predict(st, inputs.x[inputs.mask])
+        out[inputs.mask] = predict_rates(st, inputs.x[inputs.mask])
     return out
 
 
@@ -304,6 +322,13 @@ async def _calibration(
     }
 
 
+def strength(cfg: SelectionConfig, prior: Prior | None) -> float:
+    """The run's fixed prior strength if set, else the one the newest fit estimated."""
+    if cfg.prior_strength is not None:
+        return cfg.prior_strength
+    return (prior.strength if prior is not None else None) or DEFAULT_STRENGTH
+
+
 def prior_pseudo_counts(
     cfg: SelectionConfig, prior: Prior | None, idx: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -316,8 +341,9 @@ def prior_pseudo_counts(
         m[inside] = prior.rates[idx[inside]]
         ok = ~np.isnan(m)
         m = np.clip(m, 0.01, 0.99)
-        a0[ok] = m[ok] * cfg.prior_strength
-        b0[ok] = (1 - m[ok]) * cfg.prior_strength
+        k = strength(cfg, prior)
+        a0[ok] = m[ok] * k
+        b0[ok] = (1 - m[ok]) * k
     return a0, b0
 
 

@@ -36,8 +36,11 @@ class SelectionConfig(BaseModel):
     thompson_draws: int = Field(
         0, ge=0, le=64, description="informative: posterior draws averaged; 0: exact expectation"
     )
-    prior_strength: float = Field(
-        2.0, gt=0, le=1e4, description="pseudo-count of the predictor's prior per prompt"
+    prior_strength: float | None = Field(
+        None,
+        gt=0,
+        le=1e4,
+        description="pseudo-count of the predictor's prior; unset: estimated at each fit",
     )
     refit_every: int = Field(1000, ge=1, description="new outcome groups between predictor fits")
     fit_min_outcomes: int = Field(256, ge=1, description="outcome groups before the first fit")

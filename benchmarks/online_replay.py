@@ -1,0 +1,134 @@
+"""Online replay: outcomes arrive step by step through the real API; how good is the estimate?
+
+Run: `.venv/bin/python -m benchmarks.online_replay [--steps 120] [--drift 0.01]`.
+A uniform run over a sample of `deepscaler_passrate_dev` reports Binomial(G=8, p) groups each
+step, where p is the labelled pass rate, optionally rising by `drift` logits per step (a
+policy that learns). At checkpoints it asks the service for estimates (`POST /predict`) and
+compares them with the current true pass rate: on prompts already seen, against the last raw
+observation k/n and an undiscounted Beta posterior; on held-out prompts never uploaded (sent
+as raw texts), the predictor alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import httpx
+import numpy as np
+from scipy.stats import spearmanr
+
+from benchmarks._server import serve
+from benchmarks.simulator import load_problems
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pool", type=int, default=6000)
+    ap.add_argument("--heldout", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--drift", type=float, default=0.0, help="logit gain of every prompt per step")
+    ap.add_argument("--every", type=int, default=20, help="steps between checkpoints")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    pool, held = load_problems(args.pool, args.heldout, args.seed)
+    z0 = np.log(np.clip(pool.pass_rate, 0.003, 0.997) / (1 - np.clip(pool.pass_rate, 0.003, 0.997)))
+    zh = np.log(np.clip(held.pass_rate, 0.003, 0.997) / (1 - np.clip(held.pass_rate, 0.003, 0.997)))
+    index = {pid: i for i, pid in enumerate(pool.ids)}
+    rng = np.random.default_rng(args.seed)
+    k_sum = np.zeros(len(pool.ids))
+    n_sum = np.zeros(len(pool.ids))
+    last = np.full(len(pool.ids), np.nan)
+    rows = []
+    with (
+        serve("embedded", env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
+        httpx.Client(base_url=url, timeout=120) as c,
+    ):
+        c.post("/v1/datasets", json={"name": "replay"}).raise_for_status()
+        prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
+        for s in range(0, len(prompts), 5000):
+            c.post(
+                "/v1/datasets/replay/prompts", json={"prompts": prompts[s : s + 5000]}
+            ).raise_for_status()
+        while c.get("/v1/datasets/replay").json()["embedded"] < len(prompts):
+            pass
+        sel = {"seed": args.seed, "fit_min_outcomes": 256, "refit_every": 1000}
+        c.post(
+            "/v1/runs",
+            json={
+                "name": "r",
+                "dataset": "replay",
+                "group_size": args.group,
+                "strategy": "uniform",
+                "selection": sel,
+            },
+        ).raise_for_status()
+        for step in range(args.steps):
+            shift = args.drift * step
+            b = c.post("/v1/runs/r/batches", json={"step": step, "size": args.batch}).json()
+            results = []
+            for p in b["prompts"]:
+                i = index[p["id"]]
+                prob = 1 / (1 + np.exp(-(z0[i] + shift)))
+                k = int(rng.binomial(args.group, prob))
+                k_sum[i] += k
+                n_sum[i] += args.group
+                last[i] = k / args.group
+                results.append(
+                    {"prompt_id": p["id"], "rewards": [1.0] * k + [0.0] * (args.group - k)}
+                )
+            c.post(
+                "/v1/runs/r/outcomes",
+                json={"step": step, "batch_id": b["batch_id"], "results": results},
+            ).raise_for_status()
+            if (step + 1) % args.every:
+                continue
+            seen = np.flatnonzero(n_sum > 0)
+            pick = rng.choice(seen, size=min(1500, len(seen)), replace=False)
+            est = c.post(
+                "/v1/runs/r/predict", json={"prompt_ids": [pool.ids[i] for i in pick]}
+            ).json()
+            truth = 1 / (1 + np.exp(-(z0[pick] + shift)))
+            e = np.array([x["pass_rate"] for x in est["items"]])
+            undiscounted = (1 + k_sum[pick]) / (2 + n_sum[pick])
+            unseen = c.post("/v1/runs/r/predict", json={"texts": held.texts}).json()
+            u = np.array([x["pass_rate"] for x in unseen["items"]])
+            ut = 1 / (1 + np.exp(-(zh + shift)))
+            rows.append(
+                (
+                    step + 1,
+                    est["model_version"],
+                    len(seen),
+                    spearmanr(e, truth).statistic,
+                    spearmanr(last[pick], truth).statistic,
+                    spearmanr(undiscounted, truth).statistic,
+                    np.abs(e - truth).mean(),
+                    np.abs(last[pick] - truth).mean(),
+                    np.abs(undiscounted - truth).mean(),
+                    spearmanr(u, ut).statistic if u.std() > 0 else float("nan"),
+                    np.abs(u - ut).mean(),
+                )
+            )
+            print(
+                f"  step {step + 1}: predictor v{est['model_version']}, {len(seen)} prompts seen",
+                file=sys.stderr,
+            )
+    print(
+        f"\n### Online replay: pool {args.pool}, held-out {args.heldout} (raw texts), G={args.group}, batch {args.batch}, drift {args.drift} logit/step\n"
+    )
+    print(
+        "| step | predictor | prompts seen | Spearman seen: estimate / last k/n / undiscounted | MAE seen: estimate / last k/n / undiscounted | held-out Spearman | held-out MAE |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r[0]} | v{r[1]} | {r[2]} | {r[3]:.3f} / {r[4]:.3f} / {r[5]:.3f} | {r[6]:.3f} / {r[7]:.3f} / {r[8]:.3f} | {r[9]:.3f} | {r[10]:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
