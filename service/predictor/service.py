@@ -312,7 +312,7 @@ async def _calibration(
     if len(pairs) < 3:
         return {"unseen_prompts": float(len(pairs))}
     pred, obs = np.array(pairs).T
-    rho = spearmanr(pred, obs).statistic
+    rho = spearmanr(pred, obs).statistic if pred.std() > 0 and obs.std() > 0 else 0.0
     return {
         "unseen_prompts": float(len(pairs)),
         "mae": float(np.mean(np.abs(pred - obs))),
