@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -87,6 +88,12 @@ def main() -> None:
             ).raise_for_status()
             if (step + 1) % args.every:
                 continue
+            # let the background refit catch up, as it would between real training steps
+            deadline = time.monotonic() + 60
+            while c.get("/v1/runs/r/predictor").json()["outcomes_since"] >= 1000:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             seen = np.flatnonzero(n_sum > 0)
             pick = rng.choice(seen, size=min(1500, len(seen)), replace=False)
             est = c.post(
