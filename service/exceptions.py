@@ -50,8 +50,3 @@ class PayloadTooLarge(DepoError):
 class Unauthorized(DepoError):
     status_code = 401
     error_type = "unauthorized"
-
-
-class Unavailable(DepoError):
-    status_code = 503
-    error_type = "unavailable"

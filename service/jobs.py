@@ -38,10 +38,6 @@ class Jobs:
             if key not in self._again:
                 return
 
-    def running(self, key: str) -> bool:
-        task = self._tasks.get(key)
-        return task is not None and not task.done()
-
     async def idle(self) -> None:
         """Wait until no job runs (new jobs spawned meanwhile are waited for too)."""
         while pending := [t for t in self._tasks.values() if not t.done()]:

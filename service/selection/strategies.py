@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +14,6 @@ from service.stats.math import p_informative
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-
-StrategyName = Literal["uniform", "posterior", "window", "target", "informative"]
 
 
 @dataclass(frozen=True)
