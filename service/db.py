@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -104,6 +106,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+@asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
@@ -124,3 +127,22 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnE
         param = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
         return cast(ColumnElement[bool], column == any_(param))
     return cast(ColumnElement[bool], column.in_(list(values)))
+
+
+T = TypeVar("T")
+
+
+async def insert_unless_raced(
+    session: AsyncSession, row: T, find: Callable[[], Awaitable[T | None]]
+) -> tuple[T, bool]:
+    """Insert `row`; if a concurrent request inserted the same key first, return that row."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+        return row, True
+    except IntegrityError:
+        winner = await find()
+        if winner is None:
+            raise
+        return winner, False

@@ -23,7 +23,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(state.sessionmaker):
+    async with session_scope(state.sessionmaker) as session:
         yield session
 
 
@@ -32,7 +32,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(state.read_sessionmaker):
+    async with session_scope(state.read_sessionmaker) as session:
         yield session
 
 

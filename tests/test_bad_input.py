@@ -58,6 +58,11 @@ BAD_OUTCOMES: list[tuple[str, Any, str]] = [
     ("negative step", {"step": -1, "results": [{"prompt_id": "p0", "rewards": [1.0]}]}, "step"),
     ("missing results", {"step": 1}, "results"),
     (
+        "huge rewards",
+        {"step": 1, "results": [{"prompt_id": "p0", "rewards": [1e200, -1e200]}]},
+        "results.0.rewards.0",
+    ),
+    (
         "reward not a number",
         {"step": 1, "results": [{"prompt_id": "p0", "rewards": ["x"]}]},
         "results.0.rewards.0",

@@ -56,3 +56,16 @@ async def test_reupload_is_a_no_op(client: httpx.AsyncClient, uid: str) -> None:
     prompts = await make_dataset(client, f"ds-{uid}", 50)
     r = await client.post(f"/v1/datasets/ds-{uid}/prompts", json={"prompts": prompts})
     assert r.json() == {"inserted": 0, "updated": 0, "unchanged": 50, "prompt_count": 50}
+
+
+async def test_concurrent_creates_are_idempotent(client: httpx.AsyncClient, uid: str) -> None:
+    """Ranks that create the same dataset and run at once all succeed; one of them creates it."""
+    import asyncio
+
+    replies = await asyncio.gather(
+        *[client.post("/v1/datasets", json={"name": f"ds-{uid}"}) for _ in range(6)]
+    )
+    assert sorted(r.status_code for r in replies) == [200] * 5 + [201]
+    run = {"name": f"run-{uid}", "dataset": f"ds-{uid}", "group_size": 8}
+    replies = await asyncio.gather(*[client.post("/v1/runs", json=run) for _ in range(6)])
+    assert sorted(r.status_code for r in replies) == [200] * 5 + [201], [r.text for r in replies]

@@ -29,6 +29,7 @@ from service.stats.math import p_informative
 from service.stats.service import catch_up
 
 IntArray = selection.strategies.IntArray
+BUDGET_CELLS = 2_000_000  # prompts x candidate n values: bounds the split's time and memory
 
 
 async def get_or_create(
@@ -192,6 +193,15 @@ async def _create(
         idx=cands.idx[keep], alpha=cands.alpha[keep], beta=cands.beta[keep], seen=cands.seen[keep]
     )
     suggested = None
+    if (
+        cfg.budget
+        and body.size * ((cfg.n_max or 2 * run.group_size) - cfg.n_min + 1) > BUDGET_CELLS
+    ):
+        raise InvalidInput(
+            f"rollout budget for {body.size} prompts is too large to split; "
+            "lower size or the run's n_max",
+            field="size",
+        )
     if cfg.budget:
         suggested = allocate(
             kept.alpha,

@@ -15,7 +15,7 @@ from service.datasets.schemas import (
     PromptUpload,
     UploadResult,
 )
-from service.deps import SessionDep, StateDep
+from service.deps import ReadSessionDep, SessionDep, StateDep
 from service.exceptions import PayloadTooLarge
 from service.state import AppState
 
@@ -43,7 +43,7 @@ async def create_dataset(
 
 
 @router.get("/{dataset}", response_model=DatasetRead)
-async def get_dataset(dataset: str, session: SessionDep) -> DatasetRead:
+async def get_dataset(dataset: str, session: ReadSessionDep) -> DatasetRead:
     return await _read(session, await service.get_by_name(session, dataset))
 
 
@@ -79,7 +79,7 @@ async def _embed_soon(state: AppState, dataset_id: int) -> None:
 
 
 @router.get("/{dataset}/prompts/{prompt_id}", response_model=PromptRead)
-async def get_prompt(dataset: str, prompt_id: str, session: SessionDep) -> PromptRead:
+async def get_prompt(dataset: str, prompt_id: str, session: ReadSessionDep) -> PromptRead:
     ds = await service.get_by_name(session, dataset)
     p = await service.get_prompt(session, ds, prompt_id)
     return PromptRead(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.datasets.embedding import encode
 from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DatasetCreate, PromptIn
-from service.db import one_of, utcnow
+from service.db import insert_unless_raced, one_of, utcnow
 from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
 
@@ -38,22 +38,29 @@ async def get_by_name(session: AsyncSession, name: str, *, lock: bool = False) -
     return dataset
 
 
+async def _find(session: AsyncSession, name: str) -> Dataset | None:
+    stmt = select(Dataset).where(Dataset.name == name)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def create(session: AsyncSession, body: DatasetCreate) -> tuple[Dataset, bool]:
     """Idempotent: the same request returns the existing dataset; other settings conflict."""
-    existing = (
-        await session.execute(select(Dataset).where(Dataset.name == body.name))
-    ).scalar_one_or_none()
-    if existing is not None:
-        if existing.embedder != body.embedder:
-            raise Conflict(
-                f"dataset {body.name!r} exists with embedder {existing.embedder!r}",
-                field="embedder",
-            )
-        return existing, False
-    dataset = Dataset(name=body.name, embedder=body.embedder, prompt_count=0)
-    session.add(dataset)
-    await session.flush()
-    return dataset, True
+    found = await _find(session, body.name)
+    if found is not None:
+        existing = found
+    else:
+        row = Dataset(name=body.name, embedder=body.embedder, prompt_count=0)
+        existing, created = await insert_unless_raced(
+            session, row, lambda: _find(session, body.name)
+        )
+        if created:
+            return existing, True
+    if existing.embedder != body.embedder:
+        raise Conflict(
+            f"dataset {body.name!r} exists with embedder {existing.embedder!r}",
+            field="embedder",
+        )
+    return existing, False
 
 
 @dataclass(frozen=True)

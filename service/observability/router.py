@@ -20,8 +20,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep, response: Response) -> dict[str, object]:
     checks: dict[str, str] = {}
     try:
-        async with state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with state.read_sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # a probe reports failures, it does not raise them
         checks["database"] = f"error: {type(exc).__name__}"

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.common import ClientId, Step
 
-Reward = Annotated[float, Field(allow_inf_nan=False)]
+Reward = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
+"""Bounded so a group's mean and variance stay finite."""
 
 
 class GroupResult(BaseModel):
@@ -16,7 +17,7 @@ class GroupResult(BaseModel):
 
     prompt_id: ClientId
     rewards: list[Reward] = Field(min_length=1, max_length=1024)
-    mean_logprob: float | None = Field(None, allow_inf_nan=False)
+    mean_logprob: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
     response_lengths: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1024)
 
 

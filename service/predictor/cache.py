@@ -36,4 +36,4 @@ class PredictorCache:
 
     priors: dict[int, Prior] = field(default_factory=dict)
     states: dict[int, tuple[int, PredictorState]] = field(default_factory=dict)
-    inputs: dict[int, tuple[int, DatasetInputs]] = field(default_factory=dict)
+    inputs: dict[int, tuple[tuple[int, str], DatasetInputs]] = field(default_factory=dict)

@@ -100,18 +100,18 @@ async def model(
 async def dataset_inputs(
     state: AppState, session: AsyncSession, dataset_id: int, size: int
 ) -> DatasetInputs:
-    """Load the stored inputs once; later calls fetch only rows embedded since."""
-    embedded = (
+    """Load the stored inputs, again only when embeddings were added or prompts rewritten."""
+    count, changed = (
         await session.execute(
-            select(func.count()).where(
-                Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
+            select(func.count(Prompt.embedding), func.max(Prompt.updated_at)).where(
+                Prompt.dataset_id == dataset_id
             )
         )
-    ).scalar_one()
+    ).one()
+    embedded = (int(count), str(changed))
     cached = state.predictor_cache.inputs.get(dataset_id)
     if cached is not None and cached[0] == embedded and len(cached[1].mask) == size:
         return cached[1]
-    old = cached[1] if cached is not None else None
     rows = (
         await session.execute(
             select(Prompt.idx, Prompt.embedding).where(
@@ -129,7 +129,6 @@ async def dataset_inputs(
         mask = np.zeros(size, dtype=bool)
         mask[idx] = True
         inputs = DatasetInputs(x, mask)
-    del old
     state.predictor_cache.inputs[dataset_id] = (embedded, inputs)
     return inputs
 

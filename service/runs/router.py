@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
-from service.deps import SessionDep, StateDep
+from service.deps import ReadSessionDep, SessionDep, StateDep
 from service.predictor import service as predictor
 from service.runs import service
 from service.runs.schemas import RunCreate, RunRead
@@ -34,5 +34,5 @@ async def _warm_start(state: AppState, run_id: int) -> None:
 
 
 @router.get("/{run}", response_model=RunRead)
-async def get_run(run: str, session: SessionDep) -> RunRead:
+async def get_run(run: str, session: ReadSessionDep) -> RunRead:
     return await service.read(session, await service.get_by_name(session, run))

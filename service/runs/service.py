@@ -7,14 +7,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service as datasets
 from service.datasets.models import Dataset
+from service.db import insert_unless_raced
 from service.exceptions import Conflict, InvalidInput, NotFound
 from service.outcomes.models import Outcome
 from service.runs.models import Run
 from service.runs.schemas import RunCreate, RunRead, SelectionConfig
 
 
+async def _find(session: AsyncSession, name: str) -> Run | None:
+    return (await session.execute(select(Run).where(Run.name == name))).scalar_one_or_none()
+
+
 async def get_by_name(session: AsyncSession, name: str) -> Run:
-    run = (await session.execute(select(Run).where(Run.name == name))).scalar_one_or_none()
+    run = await _find(session, name)
     if run is None:
         raise NotFound(f"run {name!r} not found")
     return run
@@ -54,42 +59,44 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
         "strategy": body.strategy,
         "selection": body.selection.model_dump(),
     }
-    existing = (
-        await session.execute(select(Run).where(Run.name == body.name))
-    ).scalar_one_or_none()
-    if existing is not None:
-        if existing.dataset_id != dataset.id:
-            raise Conflict(f"run {body.name!r} exists over another dataset", field="dataset")
-        if existing.init_from != body.init_from:
-            raise Conflict(f"run {body.name!r} exists with other init_from", field="init_from")
-        have = _settings(existing)
-        for key, value in wanted.items():
-            if have[key] != value:
-                raise Conflict(f"run {body.name!r} exists with other {key}", field=key)
-        return existing, False
-    run = Run(
-        name=body.name,
-        dataset_id=dataset.id,
-        group_size=body.group_size,
-        success_threshold=body.success_threshold,
-        strategy=body.strategy,
-        selection=body.selection.model_dump(),
-        init_from=body.init_from,
-        outcome_seq=0,
-        batch_seq=0,
-        epoch=0,
-        epoch_cursor=0,
-        epoch_size=0,
-        epoch_head=[],
-        groups=0,
-        rollouts=0,
-        successes=0,
-        zero_variance_groups=0,
-        max_step=-1,
-    )
-    session.add(run)
-    await session.flush()
-    return run, True
+    found = await _find(session, body.name)
+    if found is not None:
+        existing = found
+    else:
+        row = Run(
+            name=body.name,
+            dataset_id=dataset.id,
+            group_size=body.group_size,
+            success_threshold=body.success_threshold,
+            strategy=body.strategy,
+            selection=body.selection.model_dump(),
+            init_from=body.init_from,
+            outcome_seq=0,
+            batch_seq=0,
+            epoch=0,
+            epoch_cursor=0,
+            epoch_size=0,
+            epoch_head=[],
+            groups=0,
+            rollouts=0,
+            successes=0,
+            zero_variance_groups=0,
+            max_step=-1,
+        )
+        existing, created = await insert_unless_raced(
+            session, row, lambda: _find(session, body.name)
+        )
+        if created:
+            return existing, True
+    if existing.dataset_id != dataset.id:
+        raise Conflict(f"run {body.name!r} exists over another dataset", field="dataset")
+    if existing.init_from != body.init_from:
+        raise Conflict(f"run {body.name!r} exists with other init_from", field="init_from")
+    have = _settings(existing)
+    for key, value in wanted.items():
+        if have[key] != value:
+            raise Conflict(f"run {body.name!r} exists with other {key}", field=key)
+    return existing, False
 
 
 async def read(session: AsyncSession, run: Run) -> RunRead:

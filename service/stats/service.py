@@ -53,7 +53,7 @@ async def catch_up(
 
 async def refresh(state: AppState, run_id: int) -> None:
     """Warm the store off the request path after an ingest; readers catch up anyway."""
-    async with state.sessionmaker() as session:
+    async with state.read_sessionmaker() as session:
         run = await session.get_one(Run, run_id)
         discount = SelectionConfig.model_validate(run.selection).discount
         await catch_up(session, state.hot, run_id, run.outcome_seq, discount)

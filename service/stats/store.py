@@ -186,4 +186,5 @@ class RedisHotStore:
 def create_store(redis_url: str | None, prefix: str) -> HotStore:
     if redis_url is None:
         return MemoryHotStore()
-    return RedisHotStore(Redis.from_url(redis_url), prefix)
+    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return RedisHotStore(redis, prefix)
