@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, exception_handlers
 from service.batches.router import router as batches_router
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await upgrade(settings)
         engine = create_engine(settings)
         read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
-        hot = create_store(settings.redis_url, settings.redis_prefix)
+        hot = create_store(settings.redis_url, await _cache_prefix(settings, engine))
         sessionmaker = create_sessionmaker(engine)
         read_sessionmaker = create_sessionmaker(read_engine)
         embedders = Embedders()
@@ -119,6 +121,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     return app
+
+
+async def _cache_prefix(settings: Settings, engine: AsyncEngine) -> str:
+    """Keys name the database they mirror, so a recreated one never reads another's stats."""
+    if engine.dialect.name != "postgresql":
+        return settings.redis_prefix
+    async with engine.connect() as conn:
+        oid = (
+            await conn.execute(
+                text("SELECT oid FROM pg_database WHERE datname = current_database()")
+            )
+        ).scalar_one()
+    return f"{settings.redis_prefix}:db{oid}"
 
 
 def _route_template(request: Request) -> str:
