@@ -16,12 +16,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # torchrun puts tests/ first
 
-from datasets import Dataset
 from depo_client import Curriculum, DepoClient, RetryPolicy
-from depo_client.trl import DepoGRPOTrainer
-from trl import GRPOConfig
 
-from tests.test_trl import tiny_model, tiny_tokenizer
+from tests.test_trl import tiny_trainer
 
 
 def main() -> None:
@@ -44,28 +41,8 @@ def main() -> None:
             [(r["id"], r["prompt"]) for r in rows],
             spool_path=out / f"spool.rank{rank}.jsonl",
         )
-        tok = tiny_tokenizer()
-        args = GRPOConfig(
-            output_dir=str(out / "trainer"),
-            use_cpu=True,
-            max_steps=steps,
-            per_device_train_batch_size=per_device,
-            num_generations=g,
-            max_completion_length=6,
-            learning_rate=1e-3,
-            logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            seed=0,
-            dataloader_num_workers=0,
-        )
-        trainer = DepoGRPOTrainer(
-            model=tiny_model(len(tok)),
-            reward_funcs=reward,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            curriculum=curriculum,
+        trainer = tiny_trainer(
+            out / "trainer", rows, reward, curriculum, steps=steps, per_device=per_device, group=g
         )
         trainer.train()
         sampler = trainer.depo_sampler
@@ -74,7 +51,7 @@ def main() -> None:
             "world_size": world,
             "num_processes": trainer.accelerator.num_processes,
             "backend": str(getattr(trainer.accelerator.state, "backend", None)),
-            "generation_batch_size": args.generation_batch_size,
+            "generation_batch_size": trainer.args.generation_batch_size,
             "rolled": rolled,
             "sampler_steps_asked": sampler.step if sampler is not None else None,
             "fallback_batches": curriculum.fallback_batches,

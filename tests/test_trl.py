@@ -50,6 +50,43 @@ def tiny_model(vocab_size: int) -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(cfg)
 
 
+def tiny_trainer(
+    output_dir: Path,
+    rows: list[dict[str, Any]],
+    reward: Any,
+    curriculum: Curriculum,
+    *,
+    steps: int,
+    per_device: int,
+    group: int,
+    completion_length: int = 6,
+) -> DepoGRPOTrainer:
+    """A real DepoGRPOTrainer on the tiny model, as the tests and the torchrun worker use it."""
+    tok = tiny_tokenizer()
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        max_steps=steps,
+        per_device_train_batch_size=per_device,
+        num_generations=group,
+        max_completion_length=completion_length,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    return DepoGRPOTrainer(
+        model=tiny_model(len(tok)),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        curriculum=curriculum,
+    )
+
+
 def test_grpo_trainer_on_served_batches(tmp_path: Path) -> None:
     name = uuid.uuid4().hex[:10]
     rows = [
@@ -77,28 +114,8 @@ def test_grpo_trainer_on_served_batches(tmp_path: Path) -> None:
                 [(r["id"], r["prompt"]) for r in rows],
                 spool_path=tmp_path / "spool.jsonl",
             )
-            tok = tiny_tokenizer()
-            args = GRPOConfig(
-                output_dir=str(tmp_path / "out"),
-                use_cpu=True,
-                max_steps=STEPS,
-                per_device_train_batch_size=B * G,
-                num_generations=G,
-                max_completion_length=6,
-                learning_rate=1e-3,
-                logging_steps=1,
-                save_strategy="no",
-                report_to=[],
-                seed=0,
-                dataloader_num_workers=0,
-            )
-            trainer = DepoGRPOTrainer(
-                model=tiny_model(len(tok)),
-                reward_funcs=reward,
-                args=args,
-                train_dataset=Dataset.from_list(rows),
-                processing_class=tok,
-                curriculum=curriculum,
+            trainer = tiny_trainer(
+                tmp_path / "out", rows, reward, curriculum, steps=STEPS, per_device=B * G, group=G
             )
             trainer.train()
 
@@ -133,24 +150,15 @@ def test_grpo_trainer_keeps_training_without_the_service(tmp_path: Path) -> None
             spool_path=tmp_path / "spool.jsonl",
             probe_interval=0,
         )
-        tok = tiny_tokenizer()
-        args = GRPOConfig(
-            output_dir=str(tmp_path / "out"),
-            use_cpu=True,
-            max_steps=2,
-            per_device_train_batch_size=B * G,
-            num_generations=G,
-            max_completion_length=4,
-            save_strategy="no",
-            report_to=[],
-        )
-        trainer = DepoGRPOTrainer(
-            model=tiny_model(len(tok)),
-            reward_funcs=lambda completions, **_: [1.0 if c else 0.0 for c in completions],
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            curriculum=curriculum,
+        trainer = tiny_trainer(
+            tmp_path / "out",
+            rows,
+            lambda completions, **_: [1.0 if c else 0.0 for c in completions],
+            curriculum,
+            steps=2,
+            per_device=B * G,
+            group=G,
+            completion_length=4,
         )
         trainer.train()
         assert curriculum.degraded and curriculum.fallback_batches >= 2

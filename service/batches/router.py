@@ -16,10 +16,9 @@ router = APIRouter(prefix="/runs", tags=["batches"])
 async def serve_batch(
     run: str, body: BatchRequest, session: SessionDep, state: StateDep
 ) -> BatchResponse:
-    before = await runs.get_by_name(session, run)
-    seq = before.batch_seq
-    batch = await service.get_or_create(session, state, before, body)
-    if before.batch_seq != seq:
+    r = await runs.get_by_name(session, run)
+    batch, created = await service.get_or_create(session, state, r, body)
+    if created:
         state.metrics.batches_served.inc()
         state.metrics.prompts_served.inc(len(batch.prompts))
     return batch

@@ -34,11 +34,11 @@ BUDGET_CELLS = 2_000_000  # prompts x candidate n values: bounds the split's tim
 
 async def get_or_create(
     session: AsyncSession, state: AppState, run: Run, body: BatchRequest
-) -> BatchResponse:
+) -> tuple[BatchResponse, bool]:
     """Ranks and retries asking for the same key get the stored batch back."""
     found = await _find(session, run.id, body.step, body.partition)
     if found is not None:
-        return await _render(session, found, body.size)
+        return await _render(session, found, body.size), False
     dataset = await session.get_one(Dataset, run.dataset_id)
     if body.size > dataset.prompt_count:
         raise InvalidInput(
@@ -47,8 +47,8 @@ async def get_or_create(
     run = await runs.lock(session, run.id)
     found = await _find(session, run.id, body.step, body.partition)
     if found is not None:
-        return await _render(session, found, body.size)
-    return await _create(session, state, run, dataset, body)
+        return await _render(session, found, body.size), False
+    return await _create(session, state, run, dataset, body), True
 
 
 async def _find(session: AsyncSession, run_id: int, step: int, partition: str) -> Batch | None:

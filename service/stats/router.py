@@ -36,7 +36,6 @@ async def prompt_stats(
     ds = await session.get_one(Dataset, r.dataset_id)
     prompt = await datasets.get_prompt(session, ds, prompt_id)
     await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
-    [s] = await state.hot.get_many(r.id, [prompt.idx])
     rows = await session.execute(
         select(Outcome)
         .where(Outcome.run_id == r.id, Outcome.prompt_id == prompt.id)
@@ -57,7 +56,7 @@ async def prompt_stats(
     est = await predictor.estimate(
         state, r.id, cfg, prior, np.array([prompt.idx], dtype=np.int64), max(r.max_step, 0)
     )
-    alpha, beta = est.alpha, est.beta
+    alpha, beta, [s] = est.alpha, est.beta, est.stats
     a, b = float(alpha[0]), float(beta[0])
     return PromptStatsRead(
         id=prompt.client_id,
