@@ -136,6 +136,58 @@ def run_method(
     return tr
 
 
+ORACLE = "oracle: true pass rates (reference)"
+
+
+def run_oracle(
+    pool: Problems,
+    heldout: Problems,
+    emb: np.ndarray,
+    seed: int,
+    budget: int,
+    batch: int,
+    g: int,
+    warmup_steps: int,
+    model: LearningModel,
+) -> Trace:
+    """The ceiling, without the service: `informative`'s scan, ranked by the true pass rates.
+
+    Same epoch-ordered scan of oversample x batch candidates per step, but it keeps the ones
+    whose *current* true pass rate makes a mixed group likeliest, with no exploration. No
+    estimator can beat it, so the gap to it is what estimation costs.
+    """
+    policy = Policy(pool, heldout, emb, model, seed)
+    rng = np.random.default_rng(seed)
+    scan = int(SCAN["oversample"] * batch)
+    order = rng.permutation(len(pool.ids))
+    tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
+    used = step = cursor = 0
+    while used < budget:
+        if cursor + scan > len(order):
+            order = np.concatenate([order[cursor:], rng.permutation(len(pool.ids))])
+            cursor = 0
+        cands = order[cursor : cursor + scan]
+        cursor += scan
+        p = policy.pass_rate(cands)
+        keep = cands[np.argsort(-(1 - p**g - (1 - p) ** g), kind="stable")[:batch]]
+        groups = []
+        for i in keep:
+            rewards = policy.rollout(int(i), g)
+            used += g
+            zero = len(set(rewards)) == 1
+            tr.groups += 1
+            tr.zero_var += zero
+            if step >= warmup_steps:
+                tr.groups_after_warmup += 1
+                tr.zero_var_after_warmup += zero
+            groups.append((int(i), rewards))
+        tr.informative_used += policy.train(groups)
+        step += 1
+        tr.rollouts.append(used)
+        tr.heldout.append(policy.heldout_pass_rate())
+    return tr
+
+
 def rollouts_to(tr: Trace, target: float) -> float:
     for r, h in zip(tr.rollouts, tr.heldout, strict=True):
         if h >= target:
@@ -163,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", default=",".join(m.name for m in METHODS))
     ap.add_argument("--plot", default=str(RESULTS / "efficacy.png"))
     ap.add_argument(
+        "--no-oracle", action="store_true", help="skip the true-pass-rate reference row"
+    )
+    ap.add_argument(
         "--informative", default="{}", help="JSON merged into the informative runs' selection"
     )
     return ap
@@ -185,6 +240,8 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
     warmup_steps = -(-args.pool // args.batch)  # one epoch's worth of uniform steps
     model = LearningModel()
     traces: dict[str, list[Trace]] = {m.name: [] for m in methods}
+    if not args.no_oracle:
+        traces[ORACLE] = []
     # A simulated step takes milliseconds, a real one a minute: let the predictor refit on
     # outcome count alone, as it would in wall-clock terms during real training.
     with (
@@ -219,13 +276,24 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
                     model,
                 )
                 traces[m.name].append(tr)
-                print(
-                    f"  seed {seed} {m.name:<24} {len(tr.rollouts) - 1:>4} steps  held-out "
-                    f"{tr.heldout[0]:.3f} -> {tr.heldout[-1]:.3f}  ({time.perf_counter() - t0:.0f} s)",
-                    file=sys.stderr,
+                _progress(seed, m.name, tr, t0)
+            if not args.no_oracle:
+                t0 = time.perf_counter()
+                tr = run_oracle(
+                    pool, heldout, emb, seed, budget, args.batch, args.group, warmup_steps, model
                 )
+                traces[ORACLE].append(tr)
+                _progress(seed, ORACLE, tr, t0)
     report(traces, budget, args)
     return traces
+
+
+def _progress(seed: int, name: str, tr: Trace, t0: float) -> None:
+    print(
+        f"  seed {seed} {name:<24} {len(tr.rollouts) - 1:>4} steps  held-out "
+        f"{tr.heldout[0]:.3f} -> {tr.heldout[-1]:.3f}  ({time.perf_counter() - t0:.0f} s)",
+        file=sys.stderr,
+    )
 
 
 def _fmt(xs: list[float], pct: bool = False, digits: int = 3) -> str:
@@ -270,11 +338,11 @@ def report(traces: dict[str, list[Trace]], budget: int, args: argparse.Namespace
     for name, ts in traces.items():
         zv = [t.zero_var_after_warmup / max(t.groups_after_warmup, 1) for t in ts]
         rpi = [t.rollouts[-1] / max(t.groups - t.zero_var, 1) for t in ts]
-        ms = [statistics.median(t.service_ms) for t in ts]
+        ms = [statistics.median(t.service_ms) for t in ts if t.service_ms]
         print(
             f"| {name} | {_fmt(ref[name])} | {ratio(name, 'DAPO dynamic sampling')} | {ratio(name, 'uniform GRPO')} "
             f"| {_fmt([at_rollouts(t, budget) for t in ts])} | {_fmt(zv, pct=True)} | {_fmt(rpi, digits=1)} "
-            f"| {_fmt(ms, digits=0)} |"
+            f"| {_fmt(ms, digits=0) if ms else '-'} |"
         )
     _plot(traces, args.plot, target)
 

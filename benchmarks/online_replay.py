@@ -94,6 +94,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
+            cal = c.get("/v1/runs/r/predictor").json()["calibration"]
             seen = np.flatnonzero(n_sum > 0)
             pick = rng.choice(seen, size=min(1500, len(seen)), replace=False)
             est = c.post(
@@ -105,10 +106,12 @@ def main() -> None:
             unseen = c.post("/v1/runs/r/predict", json={"texts": held.texts}).json()
             u = np.array([x["pass_rate"] for x in unseen["items"]])
             ut = 1 / (1 + np.exp(-(zh + shift)))
+            # a fifth of the labels are exactly 0: tied in the truth, and k/n = 0 ties them too
+            solved = pool.pass_rate[pick] > 0
             rows.append(
                 (
                     step + 1,
-                    est["model_version"],
+                    f"v{est['model_version']} ({cal.get('prior_strength') or 0:.2f})",
                     len(seen),
                     spearmanr(e, truth).statistic,
                     spearmanr(last[pick], truth).statistic,
@@ -116,6 +119,8 @@ def main() -> None:
                     np.abs(e - truth).mean(),
                     np.abs(last[pick] - truth).mean(),
                     np.abs(undiscounted - truth).mean(),
+                    spearmanr(e[solved], truth[solved]).statistic,
+                    spearmanr(last[pick][solved], truth[solved]).statistic,
                     spearmanr(u, ut).statistic if u.std() > 0 else float("nan"),
                     np.abs(u - ut).mean(),
                 )
@@ -128,12 +133,14 @@ def main() -> None:
         f"\n### Online replay: pool {args.pool}, held-out {args.heldout} (raw texts), G={args.group}, batch {args.batch}, drift {args.drift} logit/step\n"
     )
     print(
-        "| step | predictor | prompts seen | Spearman seen: estimate / last k/n / undiscounted | MAE seen: estimate / last k/n / undiscounted | held-out Spearman | held-out MAE |"
+        "| step | predictor (prior strength) | prompts seen | Spearman seen: estimate / last k/n / undiscounted | "
+        "MAE seen: estimate / last k/n / undiscounted | Spearman seen, label > 0: estimate / "
+        "last k/n | held-out Spearman | held-out MAE |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r[0]} | v{r[1]} | {r[2]} | {r[3]:.3f} / {r[4]:.3f} / {r[5]:.3f} | {r[6]:.3f} / {r[7]:.3f} / {r[8]:.3f} | {r[9]:.3f} | {r[10]:.3f} |"
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.3f} / {r[4]:.3f} / {r[5]:.3f} | {r[6]:.3f} / {r[7]:.3f} / {r[8]:.3f} | {r[9]:.3f} / {r[10]:.3f} | {r[11]:.3f} | {r[12]:.3f} |"
         )
 
 

@@ -139,3 +139,36 @@ async def test_budget_suggests_n_that_sums_to_size_times_g(
     assert skewed and even and min(skewed) > max(even)
     again = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 16})).json()
     assert [p["n"] for p in again["prompts"]] == ns
+
+
+def test_informative_explores_the_stalest_rejects_first() -> None:
+    means = [0.01] * 30 + [0.5] * 10
+    cands = st.Candidates(
+        idx=np.arange(40, dtype=np.int64),
+        alpha=np.array(means) * 200 + 1e-3,
+        beta=(1 - np.array(means)) * 200 + 1e-3,
+        seen=np.ones(40, dtype=bool),
+        age=np.array([float(i) for i in range(30)] + [1.0] * 10),
+    )
+    keep = st.get("informative").choose(
+        cands, 14, SelectionConfig(explore=4 / 14), np.random.default_rng(0), 8
+    )
+    explored = sorted(set(keep.tolist()) - set(range(30, 40)))
+    assert explored == [26, 27, 28, 29], "the rejects unseen for longest are re-tested"
+
+
+def test_selection_floors_the_prior_strength_but_predict_does_not() -> None:
+    from service.predictor.cache import Prior
+    from service.predictor.service import prior_pseudo_counts
+
+    prior = Prior(version=1, rates=np.array([0.2, 0.6], dtype=np.float32), drift=0.0, strength=0.5)
+    idx = np.arange(2, dtype=np.int64)
+    cfg = SelectionConfig(min_prior_strength=4.0)
+    a, b = prior_pseudo_counts(cfg, prior, idx)
+    assert (a + b) == pytest.approx([0.5, 0.5]), "the estimate keeps the calibrated strength"
+    a, b = prior_pseudo_counts(cfg, prior, idx, selecting=True)
+    assert (a + b) == pytest.approx([4.0, 4.0])
+    assert a / (a + b) == pytest.approx([0.2, 0.6]), "the floor keeps the predicted mean"
+    fixed = SelectionConfig(prior_strength=1.0, min_prior_strength=4.0)
+    a, b = prior_pseudo_counts(fixed, prior, idx, selecting=True)
+    assert (a + b) == pytest.approx([1.0, 1.0]), "a run's fixed strength wins"

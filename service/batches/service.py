@@ -184,14 +184,13 @@ async def _create(
         more = cursor.draw(min(math.ceil(body.size * cfg.oversample), limit - len(cands)))
         if len(more) == 0:
             break
-        cands = _concat(cands, await _candidates(state, run, cfg, prior, more, step))
+        more_cands = await _candidates(state, run, cfg, prior, more, step)
+        cands = selection.Candidates.concat(cands, more_cands)
         keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
     keep = selection.strategies.fill(keep, cands, body.size, cfg.target)
     if len(keep) < body.size:
         raise Conflict(f"could only select {len(keep)} of {body.size} prompts", field="size")
-    kept = selection.Candidates(
-        idx=cands.idx[keep], alpha=cands.alpha[keep], beta=cands.beta[keep], seen=cands.seen[keep]
-    )
+    kept = cands.take(keep)
     suggested = None
     if (
         cfg.budget
@@ -232,17 +231,9 @@ async def _candidates(
     idx: IntArray,
     step: int,
 ) -> selection.Candidates:
-    est = await predictor.estimate(state, run.id, cfg, prior, idx, step)
-    return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen)
-
-
-def _concat(a: selection.Candidates, b: selection.Candidates) -> selection.Candidates:
-    return selection.Candidates(
-        idx=np.concatenate([a.idx, b.idx]),
-        alpha=np.concatenate([a.alpha, b.alpha]),
-        beta=np.concatenate([a.beta, b.beta]),
-        seen=np.concatenate([a.seen, b.seen]),
-    )
+    est = await predictor.estimate(state, run.id, cfg, prior, idx, step, selecting=True)
+    age = np.array([np.inf if s is None else step - s.last_step for s in est.stats], dtype=float)
+    return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age)
 
 
 async def _store(

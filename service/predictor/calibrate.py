@@ -15,9 +15,9 @@ from service.estimator import FitConfig, PredictorState, fit, predict_logit
 
 F64 = npt.NDArray[np.float64]
 MIN_ROWS = 100
-# Below 2 (a uniform prior's strength) a Beta turns U-shaped and calls every unseen prompt
-# a likely all-pass or all-fail group, which would starve the exploration of new prompts.
-MIN_STRENGTH, MAX_STRENGTH = 2.0, 50.0
+# Pass rates on real data are U-shaped (a fifth of DeepScaleR never passes), so the calibrated
+# strength can be well below 2; selection floors it separately (min_prior_strength).
+MIN_STRENGTH, MAX_STRENGTH = 0.2, 50.0
 GRID = np.linspace(0.0, 1.2, 25)
 
 

@@ -321,15 +321,23 @@ async def _calibration(
     }
 
 
-def strength(cfg: SelectionConfig, prior: Prior | None) -> float:
-    """The run's fixed prior strength if set, else the one the newest fit estimated."""
+def strength(cfg: SelectionConfig, prior: Prior | None, *, selecting: bool = False) -> float:
+    """The run's fixed prior strength if set, else the one the newest fit estimated.
+
+    Selection floors the estimated one at `min_prior_strength`: see SelectionConfig.
+    """
     if cfg.prior_strength is not None:
         return cfg.prior_strength
-    return (prior.strength if prior is not None else None) or DEFAULT_STRENGTH
+    k = (prior.strength if prior is not None else None) or DEFAULT_STRENGTH
+    return max(k, cfg.min_prior_strength) if selecting else k
 
 
 def prior_pseudo_counts(
-    cfg: SelectionConfig, prior: Prior | None, idx: npt.NDArray[np.int64]
+    cfg: SelectionConfig,
+    prior: Prior | None,
+    idx: npt.NDArray[np.int64],
+    *,
+    selecting: bool = False,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Beta prior per prompt: the predicted rate at `prior_strength` pseudo-counts, or the run's."""
     a0 = np.full(len(idx), cfg.prior_alpha)
@@ -340,7 +348,7 @@ def prior_pseudo_counts(
         m[inside] = prior.rates[idx[inside]]
         ok = ~np.isnan(m)
         m = np.clip(m, 0.01, 0.99)
-        k = strength(cfg, prior)
+        k = strength(cfg, prior, selecting=selecting)
         a0[ok] = m[ok] * k
         b0[ok] = (1 - m[ok]) * k
     return a0, b0
@@ -367,10 +375,12 @@ async def estimate(
     prior: Prior | None,
     idx: npt.NDArray[np.int64],
     step: int,
+    *,
+    selecting: bool = False,
 ) -> Estimate:
     """The one place a prompt's current pass-rate estimate is made (selection, predict, stats)."""
     stats = await state.hot.get_many(run_id, idx.tolist())
-    a0, b0 = prior_pseudo_counts(cfg, prior, idx)
+    a0, b0 = prior_pseudo_counts(cfg, prior, idx, selecting=selecting)
     alpha, beta = beta_posterior(stats, step, cfg.discount, a0, b0)
     seen = np.array([s is not None for s in stats], dtype=bool)
     if prior is not None and prior.drift and seen.any():

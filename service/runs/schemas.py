@@ -42,6 +42,16 @@ class SelectionConfig(BaseModel):
         le=1e4,
         description="pseudo-count of the predictor's prior; unset: estimated at each fit",
     )
+    min_prior_strength: float = Field(
+        4.0,
+        ge=0,
+        le=1e4,
+        description=(
+            "selection only: the estimated prior weighs at least this many rollouts when "
+            "scoring candidates, so one all-pass or all-fail group (or none) does not write a "
+            "prompt off; /predict reports the calibrated estimate"
+        ),
+    )
     refit_every: int = Field(1000, ge=1, description="new outcome groups between predictor fits")
     fit_min_outcomes: int = Field(256, ge=1, description="outcome groups before the first fit")
     drift_correction: bool = Field(

@@ -24,6 +24,22 @@ class Candidates:
     alpha: FloatArray
     beta: FloatArray
     seen: npt.NDArray[np.bool_]
+    age: FloatArray | None = None  # steps since the last outcome (inf: never seen)
+
+    def take(self, pos: IntArray) -> Candidates:
+        age = None if self.age is None else self.age[pos]
+        return Candidates(self.idx[pos], self.alpha[pos], self.beta[pos], self.seen[pos], age)
+
+    @staticmethod
+    def concat(a: Candidates, b: Candidates) -> Candidates:
+        age = None if a.age is None or b.age is None else np.concatenate([a.age, b.age])
+        return Candidates(
+            np.concatenate([a.idx, b.idx]),
+            np.concatenate([a.alpha, b.alpha]),
+            np.concatenate([a.beta, b.beta]),
+            np.concatenate([a.seen, b.seen]),
+            age,
+        )
 
     @property
     def mean(self) -> FloatArray:
@@ -83,6 +99,12 @@ class _Scored:
     def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
         return rest
 
+    def explore(
+        self, cands: Candidates, pool: IntArray, n: int, rng: np.random.Generator
+    ) -> IntArray:
+        out: IntArray = rng.choice(pool, size=n, replace=False) if n else pool[:0]
+        return out
+
     def choose(
         self,
         cands: Candidates,
@@ -101,7 +123,7 @@ class _Scored:
         pool = self.explore_pool(cands, rest)
         if len(pool) < n_explore:
             pool = rest
-        explore = rng.choice(pool, size=n_explore, replace=False) if n_explore else pool[:0]
+        explore = self.explore(cands, pool, n_explore, rng)
         return np.concatenate([exploit, explore]).astype(np.int64)
 
 
@@ -169,6 +191,16 @@ class Informative(_Scored):
     def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
         """Prompts filtered out before (they have history) are the ones worth re-testing."""
         return rest[cands.seen[rest]]
+
+    def explore(
+        self, cands: Candidates, pool: IntArray, n: int, rng: np.random.Generator
+    ) -> IntArray:
+        """Stalest first: the longer since a prompt's last group, the likelier the policy moved."""
+        if cands.age is None or not n:
+            return super().explore(cands, pool, n, rng)
+        order = np.lexsort((rng.random(len(pool)), -cands.age[pool]))
+        out: IntArray = pool[order[:n]]
+        return out
 
 
 class Window:
