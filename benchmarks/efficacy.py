@@ -170,6 +170,7 @@ def run_oracle(
             order = np.concatenate([order[cursor:], rng.permutation(len(pool.ids))])
             cursor = 0
         cands = order[cursor : cursor + scan]
+        cands = cands[np.sort(np.unique(cands, return_index=True)[1])]  # an epoch wrap can repeat
         cursor += scan
         p = policy.pass_rate(cands)
         keep = cands[np.argsort(-(1 - p**g - (1 - p) ** g), kind="stable")[:batch]]

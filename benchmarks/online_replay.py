@@ -111,7 +111,9 @@ def main() -> None:
             rows.append(
                 (
                     step + 1,
-                    f"v{est['model_version']} ({cal.get('prior_strength') or 0:.2f})",
+                    f"v{est['model_version']} ({cal['prior_strength']:.2f})"
+                    if cal.get("prior_strength")
+                    else f"v{est['model_version']}",
                     len(seen),
                     spearmanr(e, truth).statistic,
                     spearmanr(last[pick], truth).statistic,

@@ -220,3 +220,25 @@ async def test_predict_bad_input(client: httpx.AsyncClient, state: AppState, uid
     assert r.status_code == 422 and r.json()["missing"] == ["ghost"]
     r = await client.post(f"/v1/runs/{run}/predict", json={"texts": ["what is 2+2?"]})
     assert r.status_code == 200 and r.json()["model_version"] is None
+
+
+async def test_selection_scores_with_the_floored_prior_and_predict_with_the_calibrated(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    _, run = await _setup(client, state, uid, 600, 600, strategy="informative")
+    info = (await client.get(f"/v1/runs/{run}/predictor")).json()
+    calibrated = info["calibration"]["prior_strength"]
+    assert calibrated < 4.0, "real pass rates are U-shaped: the calibrated strength is small"
+    served = (await client.post(f"/v1/runs/{run}/batches", json={"step": 0, "size": 40})).json()
+    ids = [p["id"] for p in served["prompts"]]
+    items = (await client.post(f"/v1/runs/{run}/predict", json={"prompt_ids": ids})).json()
+    differ = 0
+    for p, item in zip(served["prompts"], items["items"], strict=True):
+        view = (await client.get(f"/v1/runs/{run}/prompts/{p['id']}")).json()
+        k, n, m = view["successes"], view["rollouts"], item["prior"]
+        assert p["predicted_pass_rate"] == pytest.approx((4 * m + k) / (4 + n), abs=1e-4)
+        assert item["pass_rate"] == pytest.approx(
+            (calibrated * m + k) / (calibrated + n), abs=1e-4
+        )
+        differ += abs(p["predicted_pass_rate"] - item["pass_rate"]) > 1e-3
+    assert differ > 20

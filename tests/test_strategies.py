@@ -91,6 +91,33 @@ async def test_warmup_accepts_all_then_filters(client: httpx.AsyncClient, uid: s
         )
 
 
+async def test_exploration_through_api_retests_the_stalest(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    prompts = await make_dataset(client, f"ds-{uid}", 20)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        strategy="informative",
+        selection={"explore": 0.5, "oversample": 100, "fit_min_outcomes": 10_000},
+    )
+    url = f"/v1/runs/run-{uid}"
+
+    def group(ps: list[dict[str, str]], rewards: list[int]) -> list[dict[str, object]]:
+        return [{"prompt_id": p["id"], "rewards": rewards} for p in ps]
+
+    stale, fresh, mixed = prompts[:5], prompts[5:10], prompts[10:]
+    await client.post(f"{url}/outcomes", json={"step": 0, "results": group(stale, [0] * 8)})
+    results = group(fresh, [0] * 8) + group(mixed, [1, 0] * 4)
+    await client.post(f"{url}/outcomes", json={"step": 50, "results": results})
+    b = (await client.post(f"{url}/batches", json={"step": 60, "size": 8})).json()
+    served = {p["id"] for p in b["prompts"]}
+    assert b["stats"]["scanned"] == 20
+    assert len(served & {p["id"] for p in mixed}) == 4, "the exploit half is mixed prompts"
+    assert served - {p["id"] for p in mixed} <= {p["id"] for p in stale}, "explore: stalest"
+
+
 async def test_window_through_api_scans_until_full(client: httpx.AsyncClient, uid: str) -> None:
     prompts = await make_dataset(client, f"ds-{uid}", 400)
     await make_run(

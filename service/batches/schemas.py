@@ -20,7 +20,10 @@ class BatchRequest(BaseModel):
 class ServedPrompt(BaseModel):
     id: str
     text: str
-    predicted_pass_rate: float
+    predicted_pass_rate: float = Field(
+        description="the estimate selection scored, its prior floored at min_prior_strength; "
+        "/predict reports the calibrated one"
+    )
     n: int | None = None
 
 
