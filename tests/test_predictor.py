@@ -237,8 +237,6 @@ async def test_selection_scores_with_the_floored_prior_and_predict_with_the_cali
         view = (await client.get(f"/v1/runs/{run}/prompts/{p['id']}")).json()
         k, n, m = view["successes"], view["rollouts"], item["prior"]
         assert p["predicted_pass_rate"] == pytest.approx((4 * m + k) / (4 + n), abs=1e-4)
-        assert item["pass_rate"] == pytest.approx(
-            (calibrated * m + k) / (calibrated + n), abs=1e-4
-        )
+        assert item["pass_rate"] == pytest.approx((calibrated * m + k) / (calibrated + n), abs=1e-4)
         differ += abs(p["predicted_pass_rate"] - item["pass_rate"]) > 1e-3
     assert differ > 20
