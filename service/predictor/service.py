@@ -250,8 +250,8 @@ async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig
     rather than adding to it. Adding (an integrator) over-corrects: selection serves prompts
     whose estimates looked favourable, so part of the residual is selection bias that no
     shift removes. In the efficacy benchmark the integrator lost held-out pass rate (0.570
-    against 0.579 on seed 0, 0.555 against 0.561 on seed 1). Replacing makes consecutive
-    versions alternate around half the full correction: a damped shift, measured better.
+    against 0.579 on seed 0, 0.555 against 0.561 on seed 1). Replacing damps the shift
+    instead: it is measured against estimates that already carried part of it.
     """
     if not cfg.drift_correction:
         return 0.0
