@@ -187,13 +187,13 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         calibration = await _calibration(session, run.id, prev) if prev is not None else {}
         calibration["served_drift_logit"] = await _served_drift(session, run.id, cfg)
         step = max(run.max_step, 0)
-    idx = np.array([i for i in stats if i < len(inputs.mask) and inputs.mask[i]], dtype=np.int64)
+    # per-prompt loops over the whole run: off the event loop, like the fit itself
+    idx, succ, trials = await asyncio.to_thread(
+        _training_rows, stats, inputs.mask, step, cfg.discount
+    )
     if len(idx) < 2 and init is None:
         return None
     if len(idx) >= 2:
-        decay = np.array([cfg.discount ** max(step - stats[i].last_step, 0) for i in idx])
-        succ = np.array([stats[i].disc_successes for i in idx]) * decay
-        trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
         new = await asyncio.to_thread(
             fit_calibrated,
             inputs.x[idx],
@@ -236,6 +236,17 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         time.perf_counter() - t0,
     )
     return version
+
+
+def _training_rows(
+    stats: dict[int, PromptStats], mask: npt.NDArray[np.bool_], step: int, discount: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Embedded prompts with history, and their counts discounted to `step`."""
+    idx = np.array([i for i in stats if i < len(mask) and mask[i]], dtype=np.int64)
+    decay = np.array([discount ** max(step - stats[i].last_step, 0) for i in idx])
+    succ = np.array([stats[i].disc_successes for i in idx]) * decay
+    trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
+    return idx, succ, trials
 
 
 async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig) -> float:

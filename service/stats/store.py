@@ -157,11 +157,8 @@ class RedisHotStore:
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         raw = await self.redis.hgetall(self._key(run_id))
-        return {
-            int(k): PromptStats.decode(v)
-            for k, v in raw.items()
-            if (k.decode() if isinstance(k, bytes) else k) != SEQ_FIELD
-        }
+        # a whole run can be 100k prompts: decoding it must not hold the event loop
+        return await asyncio.to_thread(_decode_all, raw)
 
     async def try_lock(self, name: str, ttl: float) -> str | None:
         token = uuid.uuid4().hex
@@ -188,3 +185,11 @@ def create_store(redis_url: str | None, prefix: str) -> HotStore:
         return MemoryHotStore()
     redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     return RedisHotStore(redis, prefix)
+
+
+def _decode_all(raw: dict[bytes | str, bytes | str]) -> dict[int, PromptStats]:
+    return {
+        int(k): PromptStats.decode(v)
+        for k, v in raw.items()
+        if (k.decode() if isinstance(k, bytes) else k) != SEQ_FIELD
+    }
