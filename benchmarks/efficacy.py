@@ -64,6 +64,16 @@ class Trace:
     informative_used: int = 0
     service_ms: list[float] = field(default_factory=list)
 
+    def record(self, rewards: list[float], *, after_warmup: bool) -> bool:
+        """Count one served group; True when it has zero variance."""
+        zero = len(set(rewards)) == 1
+        self.groups += 1
+        self.zero_var += zero
+        if after_warmup:
+            self.groups_after_warmup += 1
+            self.zero_var_after_warmup += zero
+        return zero
+
 
 def run_method(
     c: httpx.Client,
@@ -114,12 +124,7 @@ def run_method(
                 rewards = policy.rollout(index[p["id"]], n)
                 used += n
                 results.append({"prompt_id": p["id"], "rewards": rewards})
-                zero = len(set(rewards)) == 1
-                tr.groups += 1
-                tr.zero_var += zero
-                if step >= warmup_steps:
-                    tr.groups_after_warmup += 1
-                    tr.zero_var_after_warmup += zero
+                zero = tr.record(rewards, after_warmup=step >= warmup_steps)
                 if not m.dapo or not zero:
                     train.append((index[p["id"]], rewards))
             t = time.perf_counter()
@@ -178,12 +183,7 @@ def run_oracle(
         for i in keep:
             rewards = policy.rollout(int(i), g)
             used += g
-            zero = len(set(rewards)) == 1
-            tr.groups += 1
-            tr.zero_var += zero
-            if step >= warmup_steps:
-                tr.groups_after_warmup += 1
-                tr.zero_var_after_warmup += zero
+            tr.record(rewards, after_warmup=step >= warmup_steps)
             groups.append((int(i), rewards))
         tr.informative_used += policy.train(groups)
         step += 1
