@@ -63,8 +63,11 @@ class Trace:
     groups_after_warmup: int = 0
     informative_used: int = 0
     service_ms: list[float] = field(default_factory=list)
+    # after warm-up, by the prompt's previous group ("new" or "k/n"): [groups, zero-variance]
+    by_previous: dict[str, list[int]] = field(default_factory=dict)
+    _previous: dict[int, str] = field(default_factory=dict)
 
-    def record(self, rewards: list[float], *, after_warmup: bool) -> bool:
+    def record(self, idx: int, rewards: list[float], *, after_warmup: bool) -> bool:
         """Count one served group; True when it has zero variance."""
         zero = len(set(rewards)) == 1
         self.groups += 1
@@ -72,6 +75,10 @@ class Trace:
         if after_warmup:
             self.groups_after_warmup += 1
             self.zero_var_after_warmup += zero
+            cell = self.by_previous.setdefault(self._previous.get(idx, "new"), [0, 0])
+            cell[0] += 1
+            cell[1] += zero
+        self._previous[idx] = f"{int(sum(rewards))}/{len(rewards)}"
         return zero
 
 
@@ -124,7 +131,7 @@ def run_method(
                 rewards = policy.rollout(index[p["id"]], n)
                 used += n
                 results.append({"prompt_id": p["id"], "rewards": rewards})
-                zero = tr.record(rewards, after_warmup=step >= warmup_steps)
+                zero = tr.record(index[p["id"]], rewards, after_warmup=step >= warmup_steps)
                 if not m.dapo or not zero:
                     train.append((index[p["id"]], rewards))
             t = time.perf_counter()
@@ -183,7 +190,7 @@ def run_oracle(
         for i in keep:
             rewards = policy.rollout(int(i), g)
             used += g
-            tr.record(rewards, after_warmup=step >= warmup_steps)
+            tr.record(int(i), rewards, after_warmup=step >= warmup_steps)
             groups.append((int(i), rewards))
         tr.informative_used += policy.train(groups)
         step += 1
@@ -220,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--plot", default=str(RESULTS / "efficacy.png"))
     ap.add_argument(
         "--no-oracle", action="store_true", help="skip the true-pass-rate reference row"
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="per method: served groups and zero-variance share by the prompt's previous group",
     )
     ap.add_argument(
         "--informative", default="{}", help="JSON merged into the informative runs' selection"
@@ -348,7 +360,33 @@ def report(traces: dict[str, list[Trace]], budget: int, args: argparse.Namespace
             f"| {_fmt([at_rollouts(t, budget) for t in ts])} | {_fmt(zv, pct=True)} | {_fmt(rpi, digits=1)} "
             f"| {_fmt(ms, digits=0) if ms else '-'} |"
         )
+    if args.breakdown:
+        _breakdown(traces)
     _plot(traces, args.plot, target)
+
+
+def _breakdown(traces: dict[str, list[Trace]]) -> None:
+    """Where zero-variance groups come from: the prompt's previous group, all seeds pooled."""
+    for name, ts in traces.items():
+        cells: dict[str, list[int]] = {}
+        for t in ts:
+            for key, (n, z) in t.by_previous.items():
+                cell = cells.setdefault(key, [0, 0])
+                cell[0] += n
+                cell[1] += z
+        total = sum(n for n, _ in cells.values()) or 1
+        print(f"\n#### {name}: served groups after warm-up by the prompt's previous group\n")
+        print(
+            "| previous group | share of served | zero-variance share | share of all zero-variance |"
+        )
+        print("|---|---|---|---|")
+        zeros = sum(z for _, z in cells.values()) or 1
+        order = sorted(
+            cells, key=lambda k: (k != "new", [int(x) for x in k.split("/")] if k != "new" else [])
+        )
+        for key in order:
+            n, z = cells[key]
+            print(f"| {key} | {n / total:.1%} | {z / n:.1%} | {z / zeros:.1%} |")
 
 
 def _plot(traces: dict[str, list[Trace]], path: str, target: float) -> None:
