@@ -82,21 +82,28 @@ class Trace:
         return zero
 
 
-def run_method(
-    c: httpx.Client,
-    m: Method,
-    dataset: str,
-    pool: Problems,
-    heldout: Problems,
-    emb: np.ndarray,
-    seed: int,
-    budget: int,
-    batch: int,
-    g: int,
-    warmup_steps: int,
-    model: LearningModel,
-) -> Trace:
-    policy = Policy(pool, heldout, emb, model, seed)
+@dataclass(frozen=True)
+class Sim:
+    """One seed's simulated setting, shared by every method so all see the same problems."""
+
+    pool: Problems
+    heldout: Problems
+    emb: np.ndarray
+    seed: int
+    budget: int
+    batch: int
+    g: int
+    warmup_steps: int
+    model: LearningModel
+
+    def policy(self) -> Policy:
+        return Policy(self.pool, self.heldout, self.emb, self.model, self.seed)
+
+
+def run_method(c: httpx.Client, m: Method, dataset: str, sim: Sim) -> Trace:
+    pool, seed, budget, batch, g = sim.pool, sim.seed, sim.budget, sim.batch, sim.g
+    warmup_steps = sim.warmup_steps
+    policy = sim.policy()
     index = {pid: i for i, pid in enumerate(pool.ids)}
     run = f"{m.strategy}-{uuid.uuid4().hex[:8]}"
     c.post(
@@ -154,25 +161,16 @@ def run_method(
 ORACLE = "oracle: true pass rates (reference)"
 
 
-def run_oracle(
-    pool: Problems,
-    heldout: Problems,
-    emb: np.ndarray,
-    seed: int,
-    budget: int,
-    batch: int,
-    g: int,
-    warmup_steps: int,
-    model: LearningModel,
-) -> Trace:
+def run_oracle(sim: Sim) -> Trace:
     """The ceiling, without the service: `informative`'s scan, ranked by the true pass rates.
 
     Same epoch-ordered scan of oversample x batch candidates per step, but it keeps the ones
     whose *current* true pass rate makes a mixed group likeliest, with no exploration. No
     estimator can beat it, so the gap to it is what estimation costs.
     """
-    policy = Policy(pool, heldout, emb, model, seed)
-    rng = np.random.default_rng(seed)
+    pool, budget, batch, g, warmup_steps = sim.pool, sim.budget, sim.batch, sim.g, sim.warmup_steps
+    policy = sim.policy()
+    rng = np.random.default_rng(sim.seed)
     scan = int(SCAN["oversample"] * batch)
     order = rng.permutation(len(pool.ids))
     tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
@@ -275,29 +273,15 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
                     f"/v1/datasets/{dataset}/prompts",
                     json={"prompts": prompts[start : start + 5000]},
                 ).raise_for_status()
+            sim = Sim(pool, heldout, emb, seed, budget, args.batch, args.group, warmup_steps, model)
             for m in methods:
                 t0 = time.perf_counter()
-                tr = run_method(
-                    c,
-                    m,
-                    dataset,
-                    pool,
-                    heldout,
-                    emb,
-                    seed,
-                    budget,
-                    args.batch,
-                    args.group,
-                    warmup_steps,
-                    model,
-                )
+                tr = run_method(c, m, dataset, sim)
                 traces[m.name].append(tr)
                 _progress(seed, m.name, tr, t0)
             if not args.no_oracle:
                 t0 = time.perf_counter()
-                tr = run_oracle(
-                    pool, heldout, emb, seed, budget, args.batch, args.group, warmup_steps, model
-                )
+                tr = run_oracle(sim)
                 traces[ORACLE].append(tr)
                 _progress(seed, ORACLE, tr, t0)
     report(traces, budget, args)

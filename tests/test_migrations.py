@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -36,40 +37,41 @@ async def fresh(
         await _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> None:
-    await upgrade(fresh, BEFORE_FLOOR)
-    app = create_app(fresh)
+@asynccontextmanager
+async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://depo.test") as c:
-            await c.post("/v1/datasets", json={"name": "d"})
-            for name in ("old", "explicit"):
-                body = {"name": name, "dataset": "d", "group_size": 8}
-                if name == "explicit":
-                    body["selection"] = {"min_prior_strength": 6.0}
-                assert (await c.post("/v1/runs", json=body)).status_code == 201
+            yield c
+
+
+async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> None:
+    await upgrade(fresh, BEFORE_FLOOR)
+    async with _client(fresh) as c:
+        await c.post("/v1/datasets", json={"name": "d"})
+        for name in ("old", "explicit"):
+            body = {"name": name, "dataset": "d", "group_size": 8}
+            if name == "explicit":
+                body["selection"] = {"min_prior_strength": 6.0}
+            assert (await c.post("/v1/runs", json=body)).status_code == 201
     # what a run stored before the field existed: its selection without the key
     engine = create_async_engine(fresh.async_database_url)
     async with engine.begin() as conn:
-        rows = (await conn.execute(text("SELECT id, name, selection FROM runs"))).all()
-        for row in rows:
-            sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
-            if row.name == "old":
-                sel.pop("min_prior_strength")
-                await conn.execute(
-                    text("UPDATE runs SET selection = :s WHERE id = :i"),
-                    {"s": json.dumps(sel), "i": row.id},
-                )
+        row = (await conn.execute(text("SELECT id, selection FROM runs WHERE name = 'old'"))).one()
+        sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
+        sel.pop("min_prior_strength")
+        await conn.execute(
+            text("UPDATE runs SET selection = :s WHERE id = :i"),
+            {"s": json.dumps(sel), "i": row.id},
+        )
     await engine.dispose()
     await upgrade(fresh)
-    app = create_app(fresh)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://depo.test") as c:
-            old = (await c.get("/v1/runs/old")).json()["selection"]
-            explicit = (await c.get("/v1/runs/explicit")).json()["selection"]
-            body = {"name": "new", "dataset": "d", "group_size": 8}
-            new = (await c.post("/v1/runs", json=body)).json()["selection"]
+    async with _client(fresh) as c:
+        old = (await c.get("/v1/runs/old")).json()["selection"]
+        explicit = (await c.get("/v1/runs/explicit")).json()["selection"]
+        body = {"name": "new", "dataset": "d", "group_size": 8}
+        new = (await c.post("/v1/runs", json=body)).json()["selection"]
     assert old["min_prior_strength"] == 2.0
     assert explicit["min_prior_strength"] == 6.0
     assert new["min_prior_strength"] == 4.0
