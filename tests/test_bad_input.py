@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
 
+from service.app import create_app
+from service.config import Settings
+from service.datasets import service as datasets_service
+from service.datasets.schemas import DatasetCreate
+from service.deps import SessionDep
 from tests.conftest import make_dataset, make_run
 
 
@@ -178,6 +185,117 @@ async def test_body_over_byte_limit_is_413(client: httpx.AsyncClient, uid: str) 
         headers={"content-type": "application/json", "content-length": str(10**10)},
     )
     assert r.status_code == 413
+
+
+SMALL_BODY_LIMIT = 4096
+
+
+class _Chunks:
+    """A chunked request body (no Content-Length) that counts how much of it was read."""
+
+    def __init__(self, data: bytes, size: int = 256) -> None:
+        self.parts = [data[i : i + size] for i in range(0, len(data), size)]
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            self.sent += len(part)
+            yield part
+
+
+def _upload(n: int, text: str = "x" * 100) -> bytes:
+    return json.dumps({"prompts": [{"id": str(i), "text": text} for i in range(n)]}).encode()
+
+
+@pytest.fixture
+async def small_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The service with a 4 KiB body limit on the session's store, plus a route that writes
+    in its transaction and only then reads its body as a stream."""
+    app = create_app(settings.model_copy(update={"max_body_bytes": SMALL_BODY_LIMIT}))
+
+    async def write_then_stream(name: str, request: Request, session: SessionDep) -> int:
+        await datasets_service.create(session, DatasetCreate(name=name))
+        return sum([len(chunk) async for chunk in request.stream()])
+
+    app.add_api_route("/test/write-then-stream", write_then_stream, methods=["POST"])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://depo.test") as c:
+            yield c
+        # let embedding finish: a job cancelled mid-write could hold SQLite's lock
+        await app.state.depo.jobs.idle()
+
+
+def _assert_too_large(r: httpx.Response) -> None:
+    assert r.status_code == 413, r.text
+    body = r.json()
+    assert body["type"] == "payload_too_large", body
+    assert str(SMALL_BODY_LIMIT) in body["detail"], body
+
+
+async def test_chunked_body_over_byte_limit_is_413_and_writes_nothing(
+    small_client: httpx.AsyncClient, uid: str
+) -> None:
+    await small_client.post("/v1/datasets", json={"name": f"chunked-{uid}"})
+    body = _Chunks(_upload(200))
+    assert len(b"".join(body.parts)) > 5 * SMALL_BODY_LIMIT
+    r = await small_client.post(
+        f"/v1/datasets/chunked-{uid}/prompts",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in r.request.headers
+    _assert_too_large(r)
+    # reading stopped at the chunk that crossed the limit
+    assert body.sent <= SMALL_BODY_LIMIT + 256
+    assert (await small_client.get(f"/v1/datasets/chunked-{uid}")).json()["prompt_count"] == 0
+
+
+async def test_body_longer_than_its_content_length_is_413_and_writes_nothing(
+    small_client: httpx.AsyncClient, uid: str
+) -> None:
+    await small_client.post("/v1/datasets", json={"name": f"liar-{uid}"})
+    r = await small_client.post(
+        f"/v1/datasets/liar-{uid}/prompts",
+        content=_upload(200),
+        headers={"content-type": "application/json", "content-length": "100"},
+    )
+    _assert_too_large(r)
+    assert (await small_client.get(f"/v1/datasets/liar-{uid}")).json()["prompt_count"] == 0
+
+
+async def test_chunked_body_under_byte_limit_is_accepted(
+    small_client: httpx.AsyncClient, uid: str
+) -> None:
+    await small_client.post("/v1/datasets", json={"name": f"small-{uid}"})
+    data = _upload(20)
+    assert len(data) < SMALL_BODY_LIMIT
+    r = await small_client.post(
+        f"/v1/datasets/small-{uid}/prompts",
+        content=_Chunks(data, size=100),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["inserted"] == 20
+    assert (await small_client.get(f"/v1/datasets/small-{uid}")).json()["prompt_count"] == 20
+
+
+async def test_limit_tripping_while_the_endpoint_reads_is_413_and_rolls_back(
+    small_client: httpx.AsyncClient, uid: str
+) -> None:
+    r = await small_client.post(
+        "/test/write-then-stream", params={"name": f"half-{uid}"}, content=_Chunks(b"x" * 200)
+    )
+    assert r.status_code == 200 and r.json() == 200
+    r = await small_client.post(
+        "/test/write-then-stream",
+        params={"name": f"over-{uid}"},
+        content=_Chunks(b"x" * (3 * SMALL_BODY_LIMIT)),
+    )
+    _assert_too_large(r)
+    assert (await small_client.get(f"/v1/datasets/half-{uid}")).status_code == 200
+    assert (await small_client.get(f"/v1/datasets/over-{uid}")).status_code == 404
 
 
 async def test_duplicate_ids_in_one_upload_are_422(client: httpx.AsyncClient, uid: str) -> None:
