@@ -27,7 +27,14 @@ def encode(vec: npt.NDArray[np.float32]) -> bytes:
 
 
 def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
-    return np.stack([np.frombuffer(b, dtype=np.float16) for b in blobs]).astype(np.float32)
+    """One join and one view: a per-row frombuffer holds the GIL for a whole dataset."""
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    width = len(blobs[0])
+    if any(len(b) != width for b in blobs):
+        raise ValueError("stored embeddings of one dataset differ in width")
+    flat = np.frombuffer(b"".join(blobs), dtype=np.float16)
+    return flat.reshape(len(blobs), width // 2).astype(np.float32)
 
 
 def embed_inputs(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:

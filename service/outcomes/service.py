@@ -87,7 +87,8 @@ async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> Outcom
             }
         )
     if rows:
-        await session.execute(insert(Outcome), rows)
+        # Core insert: the ORM's bulk path costs more than the database on 1,000 rows
+        await session.execute(insert(Outcome.__table__), rows)  # type: ignore[arg-type]
         run.outcome_seq += len(rows)
         run.groups += len(rows)
         run.rollouts += sum(r["n"] for r in rows)
