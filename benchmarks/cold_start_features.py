@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +37,7 @@ from service.estimator import HashingEmbedder, text_features
 
 SPARSE_WIDTH = 2**18
 TOKENS = HashingEmbedder.TOKEN_PATTERN
-Matrix = np.ndarray | sp.csr_matrix
+Matrix: TypeAlias = np.ndarray | sp.csr_matrix
 
 
 def _l2_rows(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -183,14 +184,14 @@ class _SparseMatVec(torch.autograd.Function):
         w: torch.Tensor,
         x: sp.csr_matrix,
         xt: sp.csr_matrix,
-    ) -> torch.Tensor:  # type: ignore[override]
+    ) -> torch.Tensor:
         ctx.xt = xt  # type: ignore[attr-defined]
         return torch.from_numpy(x @ w.detach().numpy())
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor
-    ) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    ) -> tuple[torch.Tensor, None, None]:
         return torch.from_numpy(ctx.xt @ g.detach().numpy()), None, None  # type: ignore[attr-defined]
 
 
@@ -231,7 +232,8 @@ def _torch_fit(
         nonlocal evals
         evals += 1
         opt.zero_grad()
-        z = xd @ wd + _SparseMatVec.apply(ws, x, xt) + b
+        sparse_part = _SparseMatVec.apply(ws, x, xt)  # type: ignore[no-untyped-call]
+        z = xd @ wd + sparse_part + b
         f = torch.nn.functional.logsigmoid
         loss = -(s * f(z) + (trials - s) * f(-z)).sum() / (trials * len(tr))
         loss = loss + l2 * (wd.square().sum() + ws.square().sum())
