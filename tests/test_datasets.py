@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
+import pytest
 
+from service.datasets.embedding import decode, encode
 from tests.conftest import make_dataset
 
 
@@ -69,3 +72,14 @@ async def test_concurrent_creates_are_idempotent(client: httpx.AsyncClient, uid:
     run = {"name": f"run-{uid}", "dataset": f"ds-{uid}", "group_size": 8}
     replies = await asyncio.gather(*[client.post("/v1/runs", json=run) for _ in range(6)])
     assert sorted(r.status_code for r in replies) == [200] * 5 + [201], [r.text for r in replies]
+
+
+def test_stored_vectors_round_trip_and_mixed_widths_are_refused() -> None:
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((5, 7)).astype(np.float32)
+    out = decode([encode(v) for v in vecs])
+    assert out.shape == (5, 7)
+    np.testing.assert_allclose(out, vecs.astype(np.float16).astype(np.float32))
+    assert decode([]).shape[0] == 0
+    with pytest.raises(ValueError, match="width"):
+        decode([encode(vecs[0]), encode(vecs[1, :3])])
