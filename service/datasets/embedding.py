@@ -27,7 +27,7 @@ def encode(vec: npt.NDArray[np.float32]) -> bytes:
 
 
 def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
-    """One join and one view: a per-row frombuffer holds the GIL for a whole dataset."""
+    """One join and one reshape instead of a Python-level frombuffer per prompt."""
     if not blobs:
         return np.zeros((0, 0), dtype=np.float32)
     width = len(blobs[0])
