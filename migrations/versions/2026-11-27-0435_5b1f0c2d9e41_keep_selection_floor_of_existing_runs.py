@@ -39,4 +39,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass  # the key is ignored by nothing older; leaving it is harmless
+    pass  # older code ignores the key, so leaving it in place is harmless
