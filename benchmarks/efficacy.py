@@ -234,6 +234,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--informative", default="{}", help="JSON merged into the informative runs' selection"
     )
+    ap.add_argument(
+        "--embedder", default=None, help="the dataset's embedder (default: the service's)"
+    )
     return ap
 
 
@@ -266,7 +269,8 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
             pool, heldout = load_problems(args.pool, args.heldout, seed)
             emb = embed(pool.texts + heldout.texts)
             dataset = f"sim-{seed}-{uuid.uuid4().hex[:6]}"
-            c.post("/v1/datasets", json={"name": dataset}).raise_for_status()
+            body = {"name": dataset} | ({"embedder": args.embedder} if args.embedder else {})
+            c.post("/v1/datasets", json=body).raise_for_status()
             prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
             for start in range(0, len(prompts), 5000):
                 c.post(

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.datasets.embedding import decode, encode
+from service.datasets.embedding import decode, decode_inputs, decode_sparse, encode, encode_rows
 from tests.conftest import make_dataset
 
 
@@ -83,3 +83,23 @@ def test_stored_vectors_round_trip_and_mixed_widths_are_refused() -> None:
     assert decode([]).shape[0] == 0
     with pytest.raises(ValueError, match="width"):
         decode([encode(vecs[0]), encode(vecs[1, :3])])
+
+
+def test_sparse_rows_round_trip_and_corrupt_blobs_are_refused() -> None:
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    dense = np.where(rng.random((6, 50)) < 0.9, 0.0, rng.random((6, 50))).astype(np.float32)
+    dense[2] = 0.0  # a row with no entries
+    blobs = encode_rows(sp.csr_matrix(dense))
+    assert len(blobs) == 6 and blobs[2] == b""
+    out = decode_sparse(blobs, 50)
+    np.testing.assert_allclose(out.toarray(), dense.astype(np.float16).astype(np.float32))
+    assert decode_sparse([], 50).shape == (0, 50)
+    with pytest.raises(ValueError, match="partial"):
+        decode_sparse([blobs[0][:-1]], 50)
+    with pytest.raises(ValueError, match="outside"):
+        decode_sparse(blobs, 10)
+    # each embedder's rows decode as the model reads them
+    assert decode_inputs("ngrams", []).shape[1] > 2**18
+    assert isinstance(decode_inputs("hashing", [encode(dense[0])]), np.ndarray)

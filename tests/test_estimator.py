@@ -181,3 +181,44 @@ def test_duplicate_rows_are_merged_without_changing_the_fit() -> None:
     )
     assert twice.meta["n_unique_rows"] == 400 and twice.meta["n_rows"] == 800
     np.testing.assert_allclose(predict(once, x), predict(twice, x), atol=1e-3)
+
+
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_sparse_inputs_fit_and_predict_like_the_same_rows_dense(hidden: int) -> None:
+    """The CSR path (centring folded into an offset, custom matmul) is the dense fit, sparse."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    x, s, t, p = _synthetic(n=600, d=30)
+    x = np.where(rng.random(x.shape) < 0.7, 0.0, x).astype(np.float32)  # mostly zeros
+    lp = np.where(np.arange(600) % 2 == 0, np.nan, -x[:, 0]).astype(np.float32)
+    weights = rng.uniform(1.0, 3.0, 30)
+    cfg = FitConfig(
+        hidden=hidden,
+        blocks=(25, 5),
+        column_weights=weights,
+        max_iter=2000,
+        ranking_weight=0.0,
+        max_seconds=30.0,
+    )
+    dense = fit(x, s, t, logprob=lp, config=cfg)
+    sparse = fit(sp.csr_matrix(x), s, t, logprob=lp, config=cfg)
+    np.testing.assert_allclose(sparse.scale, dense.scale, rtol=1e-5)
+    np.testing.assert_allclose(sparse.mean, dense.mean, atol=1e-6)
+    for xx in (x, sp.csr_matrix(x)):
+        np.testing.assert_allclose(predict(sparse, xx), predict(dense, x), atol=0.02)
+        np.testing.assert_allclose(predict_logprob(sparse, xx), predict_logprob(dense, x), atol=0.1)
+    assert spearmanr(predict(sparse, sp.csr_matrix(x)), p)[0] > 0.5
+
+
+def test_ngrams_embedder_is_sparse_stateless_and_keeps_rare_ngrams() -> None:
+    emb = get_embedder("ngrams")
+    m = emb.embed(TEXTS)
+    assert m.shape == (4, 2**18) and m.format == "csr" and m.dtype == np.float32
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms[:3], 1.0, rtol=1e-5)
+    assert norms[3] == 0.0  # the empty text
+    assert (emb.embed(TEXTS[1:2]) != m[1]).nnz == 0  # no state: chunking changes nothing
+    assert 20 < m[1].nnz < 200  # word 1-3 grams: the sum's LaTeX tokens, not 2,048 buckets
+    x = model_inputs(m, TEXTS)
+    assert x.shape == (4, 2**18 + N_FEATURES) and x.format == "csr"

@@ -34,11 +34,17 @@ async def _embedded(client: httpx.AsyncClient, state: AppState, ds: str, n: int)
 
 
 async def _setup(
-    client: httpx.AsyncClient, state: AppState, uid: str, n: int, train: int, **run: Any
+    client: httpx.AsyncClient,
+    state: AppState,
+    uid: str,
+    n: int,
+    train: int,
+    embedder: str = "hashing",
+    **run: Any,
 ) -> tuple[list[dict[str, Any]], str]:
     rows = _problems(n)
     ds = f"ds-{uid}"
-    await client.post("/v1/datasets", json={"name": ds, "embedder": "hashing"})
+    await client.post("/v1/datasets", json={"name": ds, "embedder": embedder})
     r = await client.post(
         f"/v1/datasets/{ds}/prompts",
         json={"prompts": [{"id": p["id"], "text": p["problem"]} for p in rows]},
@@ -109,11 +115,12 @@ async def test_client_embeddings(client: httpx.AsyncClient, state: AppState, uid
     assert r.status_code == 422 and r.json()["field"] == "prompts.0.embedding"
 
 
+@pytest.mark.parametrize("embedder", ["hashing", "ngrams"])
 async def test_fit_learns_difficulty_from_outcomes(
-    client: httpx.AsyncClient, state: AppState, uid: str
+    client: httpx.AsyncClient, state: AppState, uid: str, embedder: str
 ) -> None:
     """Fails if the predictor is a constant: held-out prompts must be ranked by difficulty."""
-    rows, run = await _setup(client, state, uid, 1500, 1200)
+    rows, run = await _setup(client, state, uid, 1500, 1200, embedder)
     info = (await client.get(f"/v1/runs/{run}/predictor")).json()
     assert info["version"] == 1 and info["trained_on"] == 1200 and info["outcomes_since"] == 0
     held = rows[1200:]
@@ -212,6 +219,43 @@ async def test_background_fit_never_blocks_batches(
     assert elapsed / served < 0.3
 
 
+async def test_old_versions_keep_their_history_but_not_their_blobs(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """A sparse state is megabytes: only the newest few versions keep model and priors."""
+    from sqlalchemy import func, select
+
+    from service.predictor.models import PredictorVersion
+    from service.runs.models import Run
+
+    rows, run = await _setup(client, state, uid, 400, 300, "ngrams")
+    async with state.sessionmaker() as s:
+        rid = (await s.execute(select(Run.id).where(Run.name == run))).scalar_one()
+    for _ in range(predictor.KEEP_BLOBS + 1):
+        assert await predictor.maybe_fit(state, rid, force=True) is not None
+    async with state.sessionmaker() as s:
+        got = (
+            await s.execute(
+                select(
+                    PredictorVersion.version,
+                    func.length(PredictorVersion.state),
+                    func.length(PredictorVersion.priors),
+                    PredictorVersion.calibration,
+                )
+                .where(PredictorVersion.run_id == rid)
+                .order_by(PredictorVersion.version)
+            )
+        ).all()
+    newest = predictor.KEEP_BLOBS + 2
+    assert [g[0] for g in got] == list(range(1, newest + 1))
+    for version, state_len, priors_len, calibration in got:
+        kept = version > newest - predictor.KEEP_BLOBS
+        assert (state_len > 0) == kept and (priors_len > 0) == kept, version
+        assert "fit_seconds" in calibration  # the history stays
+    r = await client.post(f"/v1/runs/{run}/predict", json={"texts": [rows[0]["problem"]]})
+    assert r.status_code == 200 and r.json()["model_version"] == newest
+
+
 async def test_predict_bad_input(client: httpx.AsyncClient, state: AppState, uid: str) -> None:
     _rows, run = await _setup(client, state, uid, 100, 0)
     r = await client.post(f"/v1/runs/{run}/predict", json={})
@@ -240,3 +284,57 @@ async def test_selection_scores_with_the_floored_prior_and_predict_with_the_cali
         assert item["pass_rate"] == pytest.approx((calibrated * m + k) / (calibrated + n), abs=1e-4)
         differ += abs(p["predicted_pass_rate"] - item["pass_rate"]) > 1e-3
     assert differ > 20
+
+
+async def test_served_drift_reads_only_served_groups_with_history(
+    client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paged query picks exactly the groups a brute-force pass over the log picks."""
+    from sqlalchemy import select
+
+    from service.batches.models import BatchItem
+    from service.outcomes.models import Outcome
+    from service.predictor import drift
+    from service.runs.models import Run
+    from service.runs.schemas import SelectionConfig
+    from tests.conftest import make_dataset, make_run
+
+    ds, run = f"ds-{uid}", f"run-{uid}"
+    await make_dataset(client, ds, 60)
+    await make_run(client, run, ds, strategy="uniform")
+    for step in range(6):
+        b = (await client.post(f"/v1/runs/{run}/batches", json={"step": step, "size": 30})).json()
+        ks = [4 + (i + step) % 5 for i in range(len(b["prompts"]))]  # 4 to 8 of 8 pass
+        results = [
+            {"prompt_id": p["id"], "rewards": [1.0] * k + [0.0] * (8 - k)}
+            for p, k in zip(b["prompts"], ks, strict=True)
+        ]
+        # half of each step's groups come back without their batch: never counted
+        for part, batch_id in ((results[::2], b["batch_id"]), (results[1::2], None)):
+            body = {"step": step, "results": part} | ({"batch_id": batch_id} if batch_id else {})
+            assert (await client.post(f"/v1/runs/{run}/outcomes", json=body)).status_code == 200
+    await state.jobs.idle()
+    monkeypatch.setattr(drift, "DRIFT_PAGE", 7)
+    monkeypatch.setattr(drift, "DRIFT_WINDOW", 55)
+    async with state.sessionmaker() as s:
+        rid = (await s.execute(select(Run.id).where(Run.name == run))).scalar_one()
+        got = await drift._recent_served_with_history(s, rid)
+        value = await drift.served_drift(s, rid, SelectionConfig())
+        log = (await s.execute(select(Outcome).where(Outcome.run_id == rid))).scalars().all()
+        items = (await s.execute(select(BatchItem).where(BatchItem.run_id == rid))).scalars().all()
+    served = {(i.batch_id, i.prompt_idx): i.predicted for i in items}
+    first: dict[int, int] = {}
+    for o in sorted(log, key=lambda o: o.seq):
+        first.setdefault(o.prompt_id, o.seq)
+    want = [
+        o
+        for o in sorted(log, key=lambda o: -o.seq)
+        if (o.batch_id, o.prompt_idx) in served and o.seq > first[o.prompt_id]
+    ][:55]
+    assert len(want) == 55  # the window cuts, and pages of 7 were needed to fill it
+    assert [r.seq for r in got] == [o.seq for o in want]
+    pred = np.mean([served[(o.batch_id, o.prompt_idx)] for o in want])
+    obs = sum(o.successes for o in want) / sum(o.n for o in want)
+    expected = np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))
+    assert value == pytest.approx(float(np.clip(expected, -2, 2)), abs=1e-9)
+    assert value > 0.1  # these groups pass more often than the flat prior expects

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.datasets.models import Dataset, Prompt
-from service.estimator import Embedder, get_embedder
+from service.estimator import N_FEATURES, Embedder, get_embedder
+from service.estimator.embedders import SPARSE_EMBEDDERS
 from service.estimator.inputs import model_inputs
+from service.estimator.sparse import Matrix, is_sparse
 from service.jobs import Jobs
 
 log = logging.getLogger(__name__)
@@ -24,6 +28,49 @@ CHUNK = 2_000
 def encode(vec: npt.NDArray[np.float32]) -> bytes:
     """float16 halves storage; the predictor standardises features, so precision is ample."""
     return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+_SPARSE_ENTRY = np.dtype([("col", "<i4"), ("val", "<f2")])
+
+
+def encode_rows(x: Any) -> list[bytes]:
+    """One blob per row: dense float16, or (int32 column, float16 value) pairs for CSR rows."""
+    if not is_sparse(x):
+        return [encode(v) for v in x]
+    out = []
+    for i in range(x.shape[0]):
+        lo, hi = x.indptr[i], x.indptr[i + 1]
+        entries = np.empty(hi - lo, dtype=_SPARSE_ENTRY)
+        entries["col"] = x.indices[lo:hi]
+        entries["val"] = x.data[lo:hi]
+        out.append(entries.tobytes())
+    return out
+
+
+def decode_sparse(blobs: list[bytes], width: int) -> Any:
+    """Inverse of `encode_rows` for CSR rows: one join, no per-row parsing."""
+    if any(len(b) % _SPARSE_ENTRY.itemsize for b in blobs):
+        raise ValueError("stored sparse embedding has a partial entry")
+    entries = np.frombuffer(b"".join(blobs), dtype=_SPARSE_ENTRY)
+    if len(entries) and (entries["col"].min() < 0 or entries["col"].max() >= width):
+        raise ValueError(f"stored sparse embedding has a column outside 0..{width - 1}")
+    counts = np.fromiter((len(b) // _SPARSE_ENTRY.itemsize for b in blobs), np.int64, len(blobs))
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    data = entries["val"].astype(np.float32)
+    return sp.csr_matrix((data, entries["col"].copy(), indptr), shape=(len(blobs), width))
+
+
+def input_width(embedder: str) -> int | None:
+    """Width of a sparse embedder's model inputs; None where stored rows are dense."""
+    if embedder not in SPARSE_EMBEDDERS:
+        return None
+    return get_embedder(embedder).dim + N_FEATURES
+
+
+def decode_inputs(embedder: str, blobs: list[bytes]) -> Any:
+    """A dataset's stored rows as the model reads them: dense, or CSR for sparse embedders."""
+    width = input_width(embedder)
+    return decode(blobs) if width is None else decode_sparse(blobs, width)
 
 
 def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
@@ -37,10 +84,15 @@ def decode(blobs: list[bytes]) -> npt.NDArray[np.float32]:
     return flat.reshape(len(blobs), width // 2).astype(np.float32)
 
 
-def embed_inputs(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
+def embed_inputs(embedder: Embedder, texts: list[str]) -> Matrix:
     """What the predictor reads: the embedding with cheap text features appended."""
-    out: npt.NDArray[np.float32] = model_inputs(embedder.embed(texts), texts)
+    out: Matrix = model_inputs(embedder.embed(texts), texts)
     return out
+
+
+def embed_blobs(embedder: Embedder, texts: list[str]) -> list[bytes]:
+    """Embed and encode in one worker-thread call: both are CPU work."""
+    return encode_rows(embed_inputs(embedder, texts))
 
 
 class Embedders:
@@ -124,7 +176,7 @@ class EmbeddingJobs:
         if not rows:
             return 0
         embedder = await self.embedders.get(name)
-        vecs = await asyncio.to_thread(embed_inputs, embedder, [r.text for r in rows])
+        blobs = await asyncio.to_thread(embed_blobs, embedder, [r.text for r in rows])
         async with self.sessionmaker() as session:
             # a prompt rewritten meanwhile keeps NULL and is embedded on the next pass
             table = Prompt.__table__
@@ -137,8 +189,8 @@ class EmbeddingJobs:
             await session.execute(
                 stmt,
                 [
-                    {"b_id": r.id, "b_h": r.content_hash, "b_emb": encode(v)}
-                    for r, v in zip(rows, vecs, strict=True)
+                    {"b_id": r.id, "b_h": r.content_hash, "b_emb": blob}
+                    for r, blob in zip(rows, blobs, strict=True)
                 ],
             )
             await session.commit()

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.common import ClientId, Name
 
-EmbedderName = Literal["hashing", "minilm", "hybrid", "client"]
+EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "client"]
 
 
 class DatasetCreate(BaseModel):

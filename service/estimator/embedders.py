@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
-EMBEDDER_NAMES = ("hashing", "minilm", "hybrid", "client")
+EMBEDDER_NAMES = ("ngrams", "hashing", "minilm", "hybrid", "client")
+SPARSE_EMBEDDERS = frozenset({"ngrams"})
 
 
 @runtime_checkable
@@ -63,6 +65,39 @@ class HashingEmbedder:
         m = self._vec.transform(list(texts)).astype(np.float32)
         m.data = np.log1p(m.data)
         return l2_normalise(m.toarray())
+
+
+class NgramsEmbedder:
+    """Sparse hashed word/LaTeX 1-3 grams at 2^18 wide: the long tail is where the signal is.
+
+    Measured on DeepScaleR cold start (ridge, held-out fifth): 0.456 Spearman against 0.423
+    for the same n-grams folded into 2,048 dense buckets, and 0.437 for `hybrid` with MiniLM.
+    Rows are stored sparse (about 160 non-zeros); idf is applied by the fit as a column
+    scale, because it depends on the whole dataset and embedding runs chunk by chunk.
+    """
+
+    def __init__(self, dim: int = 2**18) -> None:
+        """Fix the vectorizer so output never depends on what was embedded before."""
+        self.name = "ngrams"
+        self.dim = dim
+        self._vec = HashingVectorizer(
+            ngram_range=(1, 3),
+            n_features=dim,
+            alternate_sign=False,
+            norm=None,
+            token_pattern=HashingEmbedder.TOKEN_PATTERN,
+            lowercase=True,
+        )
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """Return a CSR matrix of log1p term counts, rows scaled to unit norm."""
+        m = self._vec.transform(list(texts)).astype(np.float32).tocsr()
+        m.data = np.log1p(m.data)
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1), dtype=np.float32).ravel())
+        m = sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ m
+        m = sp.csr_matrix(m, dtype=np.float32)
+        m.sort_indices()
+        return m
 
 
 class MiniLMEmbedder:
@@ -146,6 +181,8 @@ class ClientEmbedder:
 
 def get_embedder(name: str, dim: int | None = None) -> Embedder:
     """Build the embedder a dataset is configured with."""
+    if name == "ngrams":
+        return NgramsEmbedder()
     if name == "hashing":
         return HashingEmbedder() if dim is None else HashingEmbedder(dim=dim)
     if name == "minilm":

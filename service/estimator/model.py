@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .sparse import ScaledCsr, as_inputs, is_sparse, weighted_moments
+
 FORMAT_VERSION = 1
 _EPS = 1e-6
 _INNER = 5  # L-BFGS iterations between time checks
@@ -25,6 +27,7 @@ class FitConfig:
     l2_per_ranking_weight: float = 1e-3
     blocks: tuple[int, ...] | None = None
     block_gains: tuple[float, ...] | None = None
+    column_weights: np.ndarray | None = None  # e.g. idf: multiplies columns before scaling
     feature_gain: float = 0.45
     recalibrate: bool = True
     ranking_weight: float = 3.0
@@ -107,7 +110,7 @@ def _first_layer(state: PredictorState, cols: slice) -> tuple[np.ndarray, np.nda
 
 def _outputs(state: PredictorState, x: np.ndarray, out: int) -> np.ndarray:
     """Return output column `out` (0 = pass logit, 1 = standardised logprob)."""
-    x = np.asarray(x, dtype=np.float32)
+    x = as_inputs(x)
     if x.ndim != 2 or x.shape[1] != state.dim:
         raise ValueError(f"expected (n, {state.dim}) input, got {x.shape}")
     if len(state.weights) == 1:
@@ -193,16 +196,25 @@ def _weighted_moments(
 
 
 def standardisation(
-    x: np.ndarray, w: np.ndarray, blocks: tuple[int, ...], gains: tuple[float, ...]
+    x: np.ndarray,
+    w: np.ndarray,
+    blocks: tuple[int, ...],
+    gains: tuple[float, ...],
+    column_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre columns; give each block total variance gain**2 (the last block per column).
 
     Embedding blocks keep their geometry (one scalar each) because per-column scaling
     amplifies noise directions; the heterogeneous text-feature block is z-scored per column.
+    Column weights (idf for sparse n-grams) multiply columns first and end up in the scale.
     """
     if sum(blocks) != x.shape[1] or len(gains) != len(blocks):
         raise ValueError(f"blocks {blocks} / gains {gains} do not match width {x.shape[1]}")
-    mean, var = _weighted_moments(x, w)
+    mean, var = weighted_moments(x, w) if is_sparse(x) else _weighted_moments(x, w)
+    cw = np.ones(x.shape[1]) if column_weights is None else np.asarray(column_weights, np.float64)
+    if cw.shape != (x.shape[1],) or not np.all(cw > 0):
+        raise ValueError("column weights must be positive, one per column")
+    var = var * cw * cw
     scale = np.ones(x.shape[1], dtype=np.float64)
     start = 0
     for k, (size, gain) in enumerate(zip(blocks, gains, strict=True)):
@@ -213,7 +225,7 @@ def standardisation(
         else:
             scale[sl] = np.sqrt(max(float(var[sl].sum()), _EPS**2)) / gain
         start += size
-    return mean, scale.astype(np.float32)
+    return mean, (scale / cw).astype(np.float32)
 
 
 def _sample_pairs(
@@ -245,9 +257,11 @@ class _Net(torch.nn.Module):
         else:
             self.layers.append(torch.nn.Linear(dim, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | ScaledCsr) -> torch.Tensor:
         """Apply the layers with ReLU between them."""
-        h: torch.Tensor = self.layers[0](x)
+        first = self.layers[0]
+        assert isinstance(first, torch.nn.Linear)
+        h: torch.Tensor = x.linear(first) if isinstance(x, ScaledCsr) else first(x)
         if len(self.layers) == 2:
             h = self.layers[1](torch.relu(h))
         return h
@@ -320,7 +334,7 @@ def fit(
     weights: np.ndarray | None = None,
     *,
     init: PredictorState | None = None,
-    ranking_weight: float = 3.0,
+    ranking_weight: float | None = None,
     logprob: np.ndarray | None = None,
     seed: int = 0,
     max_seconds: float = 4.0,
@@ -331,13 +345,13 @@ def fit(
     cfg = FitConfig(
         **{
             **base.__dict__,
-            "ranking_weight": ranking_weight,
+            "ranking_weight": base.ranking_weight if ranking_weight is None else ranking_weight,
             "seed": seed,
             "max_seconds": max_seconds,
         }
     )
     t0 = time.perf_counter()
-    x = np.asarray(x, dtype=np.float32)
+    x = as_inputs(x)
     s = np.asarray(successes, dtype=np.float32)
     t = np.asarray(trials, dtype=np.float32)
     if x.ndim != 2 or s.shape != (x.shape[0],) or t.shape != s.shape:
@@ -386,8 +400,13 @@ def _fit_torch(
     else:
         blocks = cfg.blocks or default_blocks(x.shape[1])
         gains = cfg.block_gains or _default_gains(blocks, cfg.feature_gain)
-        mean, scale = standardisation(x, w, blocks, gains)
-    xs = torch.from_numpy(x).sub(torch.from_numpy(mean)).div_(torch.from_numpy(scale))
+        mean, scale = standardisation(x, w, blocks, gains, cfg.column_weights)
+    xs: torch.Tensor | ScaledCsr
+    if is_sparse(x):
+        heads = 2 if logprob is not None and np.isfinite(logprob).any() else 1
+        xs = ScaledCsr(x, mean, scale, outputs=heads if cfg.hidden == 0 else None)
+    else:
+        xs = torch.from_numpy(x).sub(torch.from_numpy(mean)).div_(torch.from_numpy(scale))
     st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
     rates = s / t
     pooled = float((w * s).sum() / max(float((w * t).sum()), _EPS))
@@ -414,7 +433,8 @@ def _fit_torch(
     opt = torch.optim.LBFGS(
         params,
         lr=1.0,
-        max_iter=20,
+        # sparse evaluations are slow enough that 20 iterations would overrun the time check
+        max_iter=_INNER if isinstance(xs, ScaledCsr) else 20,
         history_size=20,
         line_search_fn="strong_wolfe",
         tolerance_grad=1e-6,

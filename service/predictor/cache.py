@@ -8,16 +8,21 @@ import numpy as np
 import numpy.typing as npt
 
 from service.estimator import PredictorState
+from service.estimator.sparse import Matrix
 
 F32 = npt.NDArray[np.float32]
 
 
 @dataclass
 class DatasetInputs:
-    """A dataset's model inputs by dense idx; rows not embedded yet are absent from `mask`."""
+    """A dataset's model inputs by dense idx; rows not embedded yet are absent from `mask`.
 
-    x: F32
+    `x` is CSR for sparse embedders; `column_weights` then holds their idf over the dataset.
+    """
+
+    x: Matrix
     mask: npt.NDArray[np.bool_]
+    column_weights: F32 | None = None
 
 
 @dataclass(frozen=True)

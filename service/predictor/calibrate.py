@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.estimator import FitConfig, PredictorState, fit, predict_logit
+from service.estimator.sparse import Matrix
 
 F64 = npt.NDArray[np.float64]
 MIN_ROWS = 100
@@ -27,7 +28,7 @@ def _nll(z: F64, succ: F64, trials: F64) -> float:
 
 
 def fit_calibrated(
-    x: npt.NDArray[np.float32],
+    x: Matrix,
     succ: F64,
     trials: F64,
     *,
@@ -36,16 +37,17 @@ def fit_calibrated(
     max_seconds: float = 4.0,
 ) -> PredictorState:
     """Fit on 80% of rows, choose the shrink on the other 20%, store it in the state's meta."""
-    n = len(x)
+    n = x.shape[0]
     if n < MIN_ROWS:
         return fit(x, succ, trials, init=init, config=config, max_seconds=max_seconds)
     hold = np.arange(n) % 5 == 0
+    train = np.flatnonzero(~hold)  # index arrays, not masks: x may be a sparse matrix
     state = fit(
-        x[~hold], succ[~hold], trials[~hold], init=init, config=config, max_seconds=max_seconds
+        x[train], succ[~hold], trials[~hold], init=init, config=config, max_seconds=max_seconds
     )
     rate = float(np.clip(succ[~hold].sum() / trials[~hold].sum(), 0.01, 0.99))
     centre = float(np.log(rate / (1 - rate)))
-    z = predict_logit(state, x[hold]).astype(np.float64)
+    z = predict_logit(state, x[np.flatnonzero(hold)]).astype(np.float64)
     losses = [_nll(centre + c * (z - centre), succ[hold], trials[hold]) for c in GRID]
     scale = float(GRID[int(np.argmin(losses))])
     m = 1.0 / (1.0 + np.exp(-(centre + scale * (z - centre))))
@@ -74,7 +76,7 @@ def prior_strength(m: F64, succ: F64, trials: F64) -> float:
     return float(np.clip(spread / between - 1.0, MIN_STRENGTH, MAX_STRENGTH))
 
 
-def predict_rates(state: PredictorState, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def predict_rates(state: PredictorState, x: Matrix) -> npt.NDArray[np.float32]:
     """Pass rates with the state's calibration applied (none for states fitted without it)."""
     z = predict_logit(state, x).astype(np.float64)
     cal = state.meta.get("calibration")

@@ -17,20 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
-from service.batches.models import BatchItem
-from service.datasets.embedding import decode
-from service.datasets.models import Dataset, Prompt
+from service.datasets.models import Dataset
 from service.db import utcnow
-from service.estimator import N_FEATURES, FitConfig, PredictorState
-from service.estimator.inputs import input_blocks
+from service.estimator import PredictorState
 from service.outcomes.models import Outcome
 from service.predictor.cache import F32, DatasetInputs, Prior
 from service.predictor.calibrate import fit_calibrated, predict_rates
+from service.predictor.drift import served_drift
+from service.predictor.inputs import dataset_inputs, fit_config
 from service.predictor.models import PredictorVersion
 from service.runs.models import Run
 from service.runs.schemas import SelectionConfig
@@ -40,8 +38,8 @@ from service.stats.service import catch_up
 
 log = logging.getLogger(__name__)
 
-DRIFT_WINDOW = 2_000
 DEFAULT_STRENGTH = 2.0
+KEEP_BLOBS = 3
 
 
 async def latest(session: AsyncSession, run_id: int) -> PredictorVersion | None:
@@ -97,55 +95,6 @@ async def model(
     return cached
 
 
-async def dataset_inputs(
-    state: AppState, session: AsyncSession, dataset_id: int, size: int
-) -> DatasetInputs:
-    """Load the stored inputs, again only when embeddings were added or prompts rewritten."""
-    count, changed = (
-        await session.execute(
-            select(func.count(Prompt.embedding), func.max(Prompt.updated_at)).where(
-                Prompt.dataset_id == dataset_id
-            )
-        )
-    ).one()
-    embedded = (int(count), str(changed))
-    cached = state.predictor_cache.inputs.get(dataset_id)
-    if cached is not None and cached[0] == embedded and len(cached[1].mask) == size:
-        return cached[1]
-    rows = (
-        await session.execute(
-            select(Prompt.idx, Prompt.embedding).where(
-                Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
-            )
-        )
-    ).all()
-    if not rows:
-        inputs = DatasetInputs(np.zeros((size, 0), dtype=np.float32), np.zeros(size, dtype=bool))
-    else:
-        idx = np.array([r.idx for r in rows], dtype=np.int64)
-        vecs = await asyncio.to_thread(decode, [r.embedding for r in rows])
-        x = np.zeros((size, vecs.shape[1]), dtype=np.float32)
-        x[idx] = vecs
-        mask = np.zeros(size, dtype=bool)
-        mask[idx] = True
-        inputs = DatasetInputs(x, mask)
-    state.predictor_cache.inputs[dataset_id] = (embedded, inputs)
-    return inputs
-
-
-def fit_config(embedder: str, dim: int, threads: int) -> FitConfig:
-    """Each embedder's block keeps its own scale; client vectors are one block.
-
-    Few threads: a fit shares the machine with request handling and must not starve it.
-    """
-    blocks: tuple[int, ...]
-    if embedder == "client" or dim <= N_FEATURES:
-        blocks = (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
-    else:
-        blocks = input_blocks(embedder, dim - N_FEATURES)
-    return FitConfig(blocks=blocks, num_threads=threads)
-
-
 async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:
     """Fit a new version when enough outcomes are new; one fitter per run across replicas."""
     token = await state.hot.try_lock(f"fit:{run_id}", ttl=300)
@@ -174,7 +123,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         if recent and not force:
             return None
         dataset = await session.get_one(Dataset, run.dataset_id)
-        inputs = await dataset_inputs(state, session, dataset.id, dataset.prompt_count)
+        inputs = await dataset_inputs(state.predictor_cache, session, dataset)
         embedder = dataset.embedder
         if not inputs.mask.any():
             return None
@@ -185,7 +134,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         await catch_up(session, state.hot, run.id, target, cfg.discount)
         stats = await state.hot.get_all(run.id)
         calibration = await _calibration(session, run.id, prev) if prev is not None else {}
-        calibration["served_drift_logit"] = await _served_drift(session, run.id, cfg)
+        calibration["served_drift_logit"] = await served_drift(session, run.id, cfg)
         step = max(run.max_step, 0)
     # per-prompt loops over the whole run: off the event loop, like the fit itself
     idx, succ, trials = await asyncio.to_thread(
@@ -200,7 +149,9 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
             succ,
             trials,
             init=init,
-            config=fit_config(embedder, inputs.x.shape[1], state.settings.fit_threads),
+            config=fit_config(
+                embedder, inputs.x.shape[1], state.settings.fit_threads, inputs.column_weights
+            ),
         )
     else:
         assert init is not None
@@ -224,6 +175,8 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
             )
         )
         try:
+            await session.flush()
+            await _prune(session, run_id, version)
             await session.commit()
         except IntegrityError:  # another replica stored this version first
             return None
@@ -238,6 +191,25 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
     return version
 
 
+async def _prune(session: AsyncSession, run_id: int, newest: int) -> None:
+    """Drop the model and prior blobs of versions nobody reads any more; keep their history.
+
+    Only the newest version is served, and a sparse n-gram state is about 1.7 MB; a run that
+    refits every 1,000 outcomes would otherwise store that again and again. The last
+    KEEP_BLOBS versions stay whole, so a replica that just read one can still load it.
+    """
+    await session.execute(
+        update(PredictorVersion)
+        .where(
+            PredictorVersion.run_id == run_id,
+            PredictorVersion.version <= newest - KEEP_BLOBS,
+            func.length(PredictorVersion.state) > 0,
+        )
+        .values(state=b"", priors=b"")
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _training_rows(
     stats: dict[int, PromptStats], mask: npt.NDArray[np.bool_], step: int, discount: float
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -249,59 +221,10 @@ def _training_rows(
     return idx, succ, trials
 
 
-async def _served_drift(session: AsyncSession, run_id: int, cfg: SelectionConfig) -> float:
-    """How far re-served prompts came out above the estimate they were served with, in logits.
-
-    Only prompts that had history when served count: their estimate was mostly that history,
-    so the residual measures how much the policy moved since, not how good the predictor is.
-    A learning policy makes stale estimates too low; selection adds this to the estimate of
-    every prompt with history, so it stops serving prompts that have since been solved.
-
-    The served estimates already carried the previous drift, and the residual replaces it
-    rather than adding to it. Adding (an integrator) over-corrects: selection serves prompts
-    whose estimates looked favourable, so part of the residual is selection bias that no
-    shift removes. In the efficacy benchmark (3 seeds) the integrator served 29.5% zero-
-    variance groups against 25.9%, at 0.567 held-out against 0.575. Replacing damps the
-    shift instead: it is measured against estimates that already carried part of it.
-    """
-    if not cfg.drift_correction:
-        return 0.0
-    earlier = aliased(Outcome)
-    had_history = (
-        select(earlier.id)
-        .where(
-            earlier.run_id == Outcome.run_id,
-            earlier.prompt_id == Outcome.prompt_id,
-            earlier.seq < Outcome.seq,
-        )
-        .exists()
-    )
-    rows = (
-        await session.execute(
-            select(BatchItem.predicted, Outcome.n, Outcome.successes)
-            .join(
-                BatchItem,
-                (BatchItem.batch_id == Outcome.batch_id)
-                & (BatchItem.prompt_idx == Outcome.prompt_idx),
-            )
-            .where(Outcome.run_id == run_id, had_history)
-            .order_by(Outcome.seq.desc())
-            .limit(DRIFT_WINDOW)
-        )
-    ).all()
-    if len(rows) < 50:
-        return 0.0
-    # on the probability scale first: a mean of per-group logits would be biased by noise
-    pred = float(np.clip(np.mean([r.predicted for r in rows]), 0.01, 0.99))
-    obs = float(np.clip(sum(r.successes for r in rows) / sum(r.n for r in rows), 0.01, 0.99))
-    drift = np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))
-    return float(np.clip(drift, -2.0, 2.0))
-
-
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
     out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
     if inputs.mask.any():
-        out[inputs.mask] = predict_rates(st, inputs.x[inputs.mask])
+        out[inputs.mask] = predict_rates(st, inputs.x[np.flatnonzero(inputs.mask)])
     return out
 
 
