@@ -119,7 +119,7 @@ PROMPTS = [{"id": f"p{i}", "text": f"Problem {i}: compute {i} + {i * 7 % 13}."} 
 
 def test_round_trip(depo: DepoClient, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     ds = depo.create_dataset(f"ds-{name}")
-    assert (ds.name, ds.embedder, ds.prompt_count) == (f"ds-{name}", "hashing", 0)
+    assert (ds.name, ds.embedder, ds.prompt_count) == (f"ds-{name}", "ngrams", 0)
     assert depo.create_dataset(f"ds-{name}") == ds  # idempotent
 
     up = depo.upload_prompts(f"ds-{name}", PROMPTS, chunk_size=25, progress=True)

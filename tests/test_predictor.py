@@ -183,6 +183,15 @@ async def test_warm_start_from_another_run(
         json={"name": f"x-{uid}", "dataset": f"ds-{uid}", "group_size": 8, "init_from": "nope"},
     )
     assert bad.status_code == 422 and bad.json()["field"] == "init_from"
+    # a predictor learned on one embedder cannot read another's inputs
+    await client.post("/v1/datasets", json={"name": f"ng-{uid}", "embedder": "ngrams"})
+    other = await client.post(
+        "/v1/runs",
+        json={"name": f"y-{uid}", "dataset": f"ng-{uid}", "group_size": 8, "init_from": run},
+    )
+    assert other.status_code == 422 and other.json()["field"] == "init_from"
+    assert "hashing" in other.json()["detail"], other.json()
+    assert (await client.get(f"/v1/runs/y-{uid}")).status_code == 404
 
 
 async def test_background_fit_never_blocks_batches(

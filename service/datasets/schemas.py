@@ -16,7 +16,7 @@ class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    embedder: EmbedderName = "hashing"
+    embedder: EmbedderName = "ngrams"
 
 
 class DatasetRead(BaseModel):

@@ -130,6 +130,8 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         init = PredictorState.from_bytes(prev.state) if prev is not None else None
         if warm:
             init = await _source_state(session, run.init_from)
+        if init is not None and init.dim != inputs.x.shape[1]:
+            init = None  # another width (client vectors resized): learn afresh
         target = run.outcome_seq
         await catch_up(session, state.hot, run.id, target, cfg.discount)
         stats = await state.hot.get_all(run.id)

@@ -50,9 +50,16 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
     dataset = await datasets.get_by_name(session, body.dataset)
     if body.init_from is not None:
         try:
-            await get_by_name(session, body.init_from)
+            source = await get_by_name(session, body.init_from)
         except NotFound:
             raise InvalidInput(f"run {body.init_from!r} not found", field="init_from") from None
+        learned_on = await session.get_one(Dataset, source.dataset_id)
+        if learned_on.embedder != dataset.embedder:
+            raise InvalidInput(
+                f"run {body.init_from!r} learned on embedder {learned_on.embedder!r}; "
+                f"dataset {dataset.name!r} uses {dataset.embedder!r}",
+                field="init_from",
+            )
     wanted = {
         "group_size": body.group_size,
         "success_threshold": body.success_threshold,
