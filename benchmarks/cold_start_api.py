@@ -114,8 +114,10 @@ def sparse_timings(texts: list[str], p: np.ndarray) -> None:
     big = [f"{t} (variant {k})" for k in range(4) for t in texts][:50_000]
     emb = get_embedder("ngrams")
     t0 = time.perf_counter()
-    x = model_inputs(emb.embed(big[:30_000]), big[:30_000])
+    grams = emb.embed(big[:30_000])
     t_embed = time.perf_counter() - t0
+    x = model_inputs(grams, big[:30_000])
+    t_inputs = time.perf_counter() - t0
     x = sp.vstack([x, model_inputs(emb.embed(big[30_000:]), big[30_000:])], format="csr")
     weights = np.ones(x.shape[1], dtype=np.float32)
     weights[: emb.dim] = document_frequency_weights(x, slice(0, emb.dim))
@@ -139,8 +141,12 @@ def sparse_timings(texts: list[str], p: np.ndarray) -> None:
     print(f"\n## `ngrams` timings (2 CPU cores, input width {x.shape[1]:,}, sparse)\n")
     print("| what | measured | budget |\n|---|---|---|")
     print(
-        f"| embed 30,000 texts (n-grams + text features) | {t_embed:.1f} s "
-        f"({30_000 / t_embed:,.0f} texts/s) | 5,000/s |"
+        f"| `ngrams` embed 30,000 texts | {t_embed:.1f} s ({30_000 / t_embed:,.0f} texts/s) "
+        "| 5,000/s |"
+    )
+    print(
+        f"| the same with the text features appended (what the service stores) "
+        f"| {t_inputs:.1f} s ({30_000 / t_inputs:,.0f} texts/s) | 30,000 in 15 s |"
     )
     print(f"| non-zeros per prompt | {x.nnz / x.shape[0]:.0f} (6 bytes each stored) | - |")
     print(f"| fit 50,000 outcomes, cold (with the held-out calibration) | {t_fit:.2f} s | 5 s |")

@@ -222,3 +222,22 @@ def test_ngrams_embedder_is_sparse_stateless_and_keeps_rare_ngrams() -> None:
     assert 20 < m[1].nnz < 200  # word 1-3 grams: the sum's LaTeX tokens, not 2,048 buckets
     x = model_inputs(m, TEXTS)
     assert x.shape == (4, 2**18 + N_FEATURES) and x.format == "csr"
+
+
+def test_text_features_fast_paths_match_their_definitions() -> None:
+    """ASCII counts in C and one keyword scan give what the per-character definitions give."""
+    from service.estimator.features import FEATURE_NAMES
+
+    texts = ["How Many AREAS: 12 of 3?", "Ünï ²³ ΑΒΓ How many", "PROVE it. Show That!", ""]
+    f = text_features(texts)
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    for row, text in zip(f, texts, strict=True):
+        n = max(len(text), 1)
+        assert row[col["digit_share"]] == pytest.approx(sum(c.isdigit() for c in text) / n)
+        assert row[col["upper_share"]] == pytest.approx(sum(c.isupper() for c in text) / n)
+        assert row[col["non_ascii_share"]] == pytest.approx(sum(ord(c) > 127 for c in text) / n)
+    assert [list(f[:, col[f"kw_{k}"]]) for k in ("count", "geom", "prove")] == [
+        [1.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],  # "AREAS": area must end a word
+        [0.0, 0.0, 1.0, 0.0],
+    ]

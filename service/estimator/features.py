@@ -13,14 +13,17 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _MATH_SYM = re.compile(r"[=+\-*/^_<>|]")
 _WORD = re.compile(r"\w+")
 _BIG_OPS = re.compile(r"\\(?:sum|prod|int|lim|binom|frac|sqrt|log|sin|cos|tan)\b")
-_KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("prove", re.compile(r"\b(?:prove|show that)\b", re.I)),
-    ("count", re.compile(r"\bhow many\b|\bnumber of\b", re.I)),
-    ("prob", re.compile(r"\bprobabilit", re.I)),
-    ("max", re.compile(r"\b(?:maxim|minim|greatest|least|largest|smallest)", re.I)),
-    ("geom", re.compile(r"\b(?:triangle|circle|angle|square|polygon|area)\b", re.I)),
-    ("all", re.compile(r"\b(?:all|every)\b", re.I)),
+_KEYWORDS: tuple[tuple[str, str], ...] = (  # each matched from a word boundary
+    ("prove", r"(?:prove|show that)\b"),
+    ("count", r"(?:how many|number of)\b"),
+    ("prob", r"probabilit"),
+    ("max", r"(?:maxim|minim|greatest|least|largest|smallest)"),
+    ("geom", r"(?:triangle|circle|angle|square|polygon|area)\b"),
+    ("all", r"(?:all|every)\b"),
 )
+# One scan for all keywords, on lower-cased text: six case-insensitive searches took half the
+# time of a feature row. Every keyword starts at a word boundary, so no match hides another.
+_ANY_KEYWORD = re.compile(r"\b(?:" + "|".join(f"(?P<{k}>{p})" for k, p in _KEYWORDS) + ")")
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -42,15 +45,35 @@ FEATURE_NAMES: tuple[str, ...] = (
 N_FEATURES = len(FEATURE_NAMES)
 
 
+_ASCII_DIGIT = re.compile(r"[0-9]")
+_ASCII_UPPER = re.compile(r"[A-Z]")
+
+
+def _char_counts(text: str) -> tuple[int, int, int]:
+    """Digits, upper-case letters and non-ASCII characters, in C for ASCII text.
+
+    Per-character Python loops were half the embedding time; the fast path gives the same
+    counts because str.isdigit / str.isupper only differ from [0-9] / [A-Z] outside ASCII.
+    """
+    if text.isascii():
+        return len(_ASCII_DIGIT.findall(text)), len(_ASCII_UPPER.findall(text)), 0
+    return (
+        sum(c.isdigit() for c in text),
+        sum(c.isupper() for c in text),
+        sum(ord(c) > 127 for c in text),
+    )
+
+
 def _one(text: str) -> list[float]:
     """Compute the feature row of one text."""
     n = max(len(text), 1)
+    digits, upper, non_ascii = _char_counts(text)
     latex = len(_LATEX_CMD.findall(text))
     numbers = _NUMBER.findall(text)
     row = [
         math.log1p(len(text)),
         math.log1p(len(_WORD.findall(text))),
-        sum(c.isdigit() for c in text) / n,
+        digits / n,
         100.0 * latex / n,
         math.log1p(latex),
         math.log1p(text.count("$")),
@@ -59,11 +82,12 @@ def _one(text: str) -> list[float]:
         float(max((len(x) for x in numbers), default=0)),
         float(text.count("?")),
         math.log1p(text.count("\n")),
-        sum(c.isupper() for c in text) / n,
+        upper / n,
         math.log1p(len(_BIG_OPS.findall(text))),
-        sum(ord(c) > 127 for c in text) / n,
+        non_ascii / n,
     ]
-    row.extend(1.0 if pat.search(text) else 0.0 for _, pat in _KEYWORDS)
+    found = {m.lastgroup for m in _ANY_KEYWORD.finditer(text.lower())}
+    row.extend(1.0 if name in found else 0.0 for name, _ in _KEYWORDS)
     return row
 
 
