@@ -22,9 +22,10 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def embed_time(c: httpx.Client, n: int) -> float:
-    """Upload n prompts to a fresh hashing dataset; seconds until every one is embedded."""
-    c.post("/v1/datasets", json={"name": "embed", "embedder": "hashing"}).raise_for_status()
+def embed_time(c: httpx.Client, n: int, embedder: str) -> float:
+    """Upload n prompts to a fresh dataset; seconds until every one is embedded."""
+    name = f"embed-{embedder}"
+    c.post("/v1/datasets", json={"name": name, "embedder": embedder}).raise_for_status()
     prompts = [
         {"id": f"e{i}", "text": f"Let x = {i}. Find the remainder of x^2 + {i % 97} divided by 7."}
         for i in range(n)
@@ -32,9 +33,9 @@ def embed_time(c: httpx.Client, n: int) -> float:
     t0 = time.perf_counter()
     for start in range(0, n, 10_000):
         c.post(
-            "/v1/datasets/embed/prompts", json={"prompts": prompts[start : start + 10_000]}
+            f"/v1/datasets/{name}/prompts", json={"prompts": prompts[start : start + 10_000]}
         ).raise_for_status()
-    while (done := c.get("/v1/datasets/embed").json()["embedded"]) < n:
+    while (done := c.get(f"/v1/datasets/{name}").json()["embedded"]) < n:
         print(f"  embedded {done:>7,}/{n:,}", file=sys.stderr)
         time.sleep(0.5)
     return time.perf_counter() - t0
@@ -46,11 +47,11 @@ def run(
     rows: list[tuple[str, str, str, str]] = []
     rng = random.Random(0)
     with serve(backend) as url, httpx.Client(base_url=url, timeout=120) as c:
-        if embed_n:
-            t = embed_time(c, embed_n)
+        for embedder in ("hashing", "ngrams") if embed_n else ():
+            t = embed_time(c, embed_n, embedder)
             rows.append(
                 (
-                    f"{embed_n:,}-prompt dataset uploaded and embedded (hashing)",
+                    f"{embed_n:,}-prompt dataset uploaded and embedded ({embedder})",
                     f"{t:.1f} s",
                     "-",
                     "≤ 15 s for 30,000",
