@@ -21,6 +21,21 @@ async def test_create_is_idempotent_and_conflicts_on_other_settings(
     r3 = await client.post("/v1/datasets", json={"name": f"ds-{uid}", "embedder": "minilm"})
     assert r3.status_code == 409
     assert r3.json()["field"] == "embedder"
+    # no embedder: matches the dataset whatever it was made with (the default may change)
+    r4 = await client.post("/v1/datasets", json={"name": f"ds-{uid}"})
+    assert r4.status_code == 200 and r4.json()["embedder"] == "hashing"
+    r5 = await client.post("/v1/datasets", json={"name": f"new-{uid}"})
+    assert r5.status_code == 201 and r5.json()["embedder"] == "ngrams"
+
+
+def test_stored_rows_clip_to_float16_instead_of_turning_inf() -> None:
+    import scipy.sparse as sp
+
+    big = np.array([[1e6, -1e6, 0.5]], dtype=np.float32)  # e.g. a count feature of a huge text
+    dense = decode([encode(big[0])])
+    sparse = decode_sparse(encode_rows(sp.csr_matrix(big)), 3).toarray()
+    for out in (dense, sparse):
+        assert np.all(np.isfinite(out)) and out[0, 0] > 6e4 and out[0, 1] < -6e4
 
 
 async def test_upload_counts_inserted_updated_unchanged(

@@ -25,9 +25,17 @@ log = logging.getLogger(__name__)
 CHUNK = 2_000
 
 
+F16_MAX = float(np.finfo(np.float16).max)
+
+
 def encode(vec: npt.NDArray[np.float32]) -> bytes:
-    """float16 halves storage; the predictor standardises features, so precision is ample."""
-    return np.asarray(vec, dtype=np.float16).tobytes()
+    """float16 halves storage; the predictor standardises features, so precision is ample.
+
+    Clipped to float16's range: a count feature of a huge text must not become inf.
+    """
+    return (
+        np.clip(np.asarray(vec, dtype=np.float32), -F16_MAX, F16_MAX).astype(np.float16).tobytes()
+    )
 
 
 _SPARSE_ENTRY = np.dtype([("col", "<i4"), ("val", "<f2")])
@@ -42,7 +50,7 @@ def encode_rows(x: Any) -> list[bytes]:
         lo, hi = x.indptr[i], x.indptr[i + 1]
         entries = np.empty(hi - lo, dtype=_SPARSE_ENTRY)
         entries["col"] = x.indices[lo:hi]
-        entries["val"] = x.data[lo:hi]
+        entries["val"] = np.clip(x.data[lo:hi], -F16_MAX, F16_MAX)
         out.append(entries.tobytes())
     return out
 

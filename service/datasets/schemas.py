@@ -10,13 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.common import ClientId, Name
 
 EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "client"]
+DEFAULT_EMBEDDER: EmbedderName = "ngrams"
 
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    embedder: EmbedderName = "ngrams"
+    embedder: EmbedderName | None = Field(
+        None, description="default for a new dataset: ngrams; unset matches an existing one"
+    )
 
 
 class DatasetRead(BaseModel):

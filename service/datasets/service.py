@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets.embedding import encode
 from service.datasets.models import Dataset, Prompt
-from service.datasets.schemas import DatasetCreate, PromptIn
+from service.datasets.schemas import DEFAULT_EMBEDDER, DatasetCreate, PromptIn
 from service.db import insert_unless_raced, one_of, utcnow
 from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
@@ -44,18 +44,22 @@ async def _find(session: AsyncSession, name: str) -> Dataset | None:
 
 
 async def create(session: AsyncSession, body: DatasetCreate) -> tuple[Dataset, bool]:
-    """Idempotent: the same request returns the existing dataset; other settings conflict."""
+    """Idempotent: the same request returns the existing dataset; other settings conflict.
+
+    Without an embedder the request matches an existing dataset whatever it was created
+    with, so a default that changes between versions never makes a retry conflict.
+    """
     found = await _find(session, body.name)
     if found is not None:
         existing = found
     else:
-        row = Dataset(name=body.name, embedder=body.embedder, prompt_count=0)
+        row = Dataset(name=body.name, embedder=body.embedder or DEFAULT_EMBEDDER, prompt_count=0)
         existing, created = await insert_unless_raced(
             session, row, lambda: _find(session, body.name)
         )
         if created:
             return existing, True
-    if existing.embedder != body.embedder:
+    if body.embedder is not None and existing.embedder != body.embedder:
         raise Conflict(
             f"dataset {body.name!r} exists with embedder {existing.embedder!r}",
             field="embedder",

@@ -91,6 +91,8 @@ class NgramsEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Any:
         """Return a CSR matrix of log1p term counts, rows scaled to unit norm."""
+        if len(texts) == 0:
+            return sp.csr_matrix((0, self.dim), dtype=np.float32)
         m = self._vec.transform(list(texts)).astype(np.float32).tocsr()
         m.data = np.log1p(m.data)
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1), dtype=np.float32).ravel())

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sparse import ScaledCsr, as_inputs, is_sparse, weighted_moments
+from .sparse import (
+    Matrix,
+    ScaledCsr,
+    as_inputs,
+    dense_columns,
+    is_sparse,
+    weighted_moments,
+)
 
 FORMAT_VERSION = 1
 _EPS = 1e-6
@@ -196,7 +203,7 @@ def _weighted_moments(
 
 
 def standardisation(
-    x: np.ndarray,
+    x: Matrix,
     w: np.ndarray,
     blocks: tuple[int, ...],
     gains: tuple[float, ...],
@@ -210,7 +217,15 @@ def standardisation(
     """
     if sum(blocks) != x.shape[1] or len(gains) != len(blocks):
         raise ValueError(f"blocks {blocks} / gains {gains} do not match width {x.shape[1]}")
-    mean, var = weighted_moments(x, w) if is_sparse(x) else _weighted_moments(x, w)
+    if is_sparse(x):
+        mean, var = weighted_moments(x, w)
+        if len(blocks) > 1:
+            # the per-column block needs exact variances: one-pass E[x^2] - mean^2 leaves
+            # rounding noise on a constant column, which would then get a near-zero scale
+            last = slice(x.shape[1] - blocks[-1], None)
+            mean[last], var[last] = _weighted_moments(dense_columns(x, last), w)
+    else:
+        mean, var = _weighted_moments(x, w)
     cw = np.ones(x.shape[1]) if column_weights is None else np.asarray(column_weights, np.float64)
     if cw.shape != (x.shape[1],) or not np.all(cw > 0):
         raise ValueError("column weights must be positive, one per column")
@@ -464,9 +479,12 @@ def _fit_torch(
     steps = 0
     prev = float("inf")
     step_time = 0.0
-    # Stop before a step would overrun the budget (keep 10% for recalibration and copy-out).
-    while steps * _INNER < cfg.max_iter and (
-        time.perf_counter() - t0 + step_time < 0.9 * cfg.max_seconds
+    # Stop before a step would overrun the budget (keep 10% for recalibration and copy-out),
+    # but always take one: a process's first fit pays torch's lazy imports (seconds on a
+    # loaded machine) inside the budget, and a fit with no step is the constant predictor.
+    while steps == 0 or (
+        steps * _INNER < cfg.max_iter
+        and time.perf_counter() - t0 + step_time < 0.9 * cfg.max_seconds
     ):
         t_step = time.perf_counter()
         loss = float(opt.step(closure).detach())  # type: ignore[no-untyped-call]

@@ -35,6 +35,11 @@ def weighted_moments(x: Any, w: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np
     return mean.astype(np.float32), np.maximum(second - mean * mean, 0.0)
 
 
+def dense_columns(x: Any, cols: slice) -> npt.NDArray[np.float32]:
+    """A few columns of a CSR matrix as a dense array (the text-feature block)."""
+    return np.asarray(x[:, cols].toarray(), dtype=np.float32)
+
+
 def document_frequency_weights(x: Any, cols: slice) -> npt.NDArray[np.float64]:
     """Smoothed idf of each column in `cols` over all rows (every prompt text is known)."""
     block = x[:, cols]

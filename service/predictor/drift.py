@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.models import BatchItem
+from service.db import one_of
 from service.outcomes.models import Outcome
 from service.runs.schemas import SelectionConfig
 
@@ -72,7 +73,10 @@ async def _recent_served_with_history(session: AsyncSession, run_id: int) -> lis
             break
         firsts = await session.execute(
             select(Outcome.prompt_id, func.min(Outcome.seq))
-            .where(Outcome.run_id == run_id, Outcome.prompt_id.in_({r.prompt_id for r in page}))
+            .where(
+                Outcome.run_id == run_id,
+                one_of(session, Outcome.prompt_id, sorted({r.prompt_id for r in page})),
+            )
             .group_by(Outcome.prompt_id)
         )
         first = {pid: seq for pid, seq in firsts.tuples()}

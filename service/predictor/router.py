@@ -105,7 +105,7 @@ async def predict_pass_rates(
 @router.get("/{run}/predictor", response_model=PredictorRead)
 async def get_predictor(run: str, session: ReadSessionDep) -> PredictorRead:
     r = await runs.get_by_name(session, run)
-    row = await service.latest(session, r.id)
+    row = await service.latest(session, r.id, blobs=False)
     return PredictorRead(
         version=row.version if row else None,
         trained_on=row.trained_on if row else 0,

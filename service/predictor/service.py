@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from service.datasets.models import Dataset
 from service.db import utcnow
@@ -42,13 +43,18 @@ DEFAULT_STRENGTH = 2.0
 KEEP_BLOBS = 3
 
 
-async def latest(session: AsyncSession, run_id: int) -> PredictorVersion | None:
+async def latest(
+    session: AsyncSession, run_id: int, *, blobs: bool = True
+) -> PredictorVersion | None:
+    """The newest version; `blobs=False` leaves model and priors (megabytes) unloaded."""
     stmt = (
         select(PredictorVersion)
         .where(PredictorVersion.run_id == run_id)
         .order_by(PredictorVersion.version.desc())
         .limit(1)
     )
+    if not blobs:
+        stmt = stmt.options(defer(PredictorVersion.state), defer(PredictorVersion.priors))
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
