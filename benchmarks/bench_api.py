@@ -42,7 +42,7 @@ def embed_time(c: httpx.Client, n: int, embedder: str) -> float:
 
 
 def run(
-    backend: str, pool: int, repeats: int, size: int, embed_n: int
+    backend: str, pool: int, repeats: int, size: int, embed_n: int, embedder: str | None = None
 ) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     rng = random.Random(0)
@@ -57,7 +57,8 @@ def run(
                     "≤ 15 s for 30,000",
                 )
             )
-        c.post("/v1/datasets", json={"name": "bench"}).raise_for_status()
+        body = {"name": "bench"} | ({"embedder": embedder} if embedder else {})
+        c.post("/v1/datasets", json=body).raise_for_status()
         prompts = [
             {
                 "id": f"q{i}",
@@ -158,11 +159,12 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--size", type=int, default=256, help="batch size for POST /batches")
+    ap.add_argument("--embedder", default=None, help="the pool's embedder (default: service's)")
     ap.add_argument(
         "--embed", type=int, default=30_000, help="prompts for the embedding timing (0: skip)"
     )
     args = ap.parse_args()
-    rows = run(args.backend, args.pool, args.repeats, args.size, args.embed)
+    rows = run(args.backend, args.pool, args.repeats, args.size, args.embed, args.embedder)
     print(f"\n### depo-service API benchmark ({args.backend}, 1 server process)\n")
     print("| operation | p50 / total | p95 | target |")
     print("|---|---|---|---|")
