@@ -35,6 +35,29 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return out
 
 
+TOKEN_PATTERN = r"(?u)\\[a-zA-Z]+|\w+|[^\w\s]"
+"""LaTeX commands, words, and single symbols: notation carries difficulty signal."""
+
+
+def _vectorizer(max_n: int, dim: int) -> HashingVectorizer:
+    """Word/LaTeX 1..max_n grams hashed to `dim` columns: no fit, so chunk-safe."""
+    return HashingVectorizer(
+        ngram_range=(1, max_n),
+        n_features=dim,
+        alternate_sign=False,
+        norm=None,
+        token_pattern=TOKEN_PATTERN,
+        lowercase=True,
+    )
+
+
+def _log_counts(vec: HashingVectorizer, texts: Sequence[str]) -> Any:
+    """Sublinear term frequency as float32 CSR."""
+    m = vec.transform(list(texts)).astype(np.float32).tocsr()
+    m.data = np.log1p(m.data)
+    return m
+
+
 class HashingEmbedder:
     """Stateless hashed word/LaTeX 1-2 grams with sublinear tf (no fit, so chunk-safe).
 
@@ -43,28 +66,19 @@ class HashingEmbedder:
     hash space (ridge Spearman 0.43 vs 0.40 at 2,048 wide), and 2,048 buckets beat 1,024.
     """
 
-    TOKEN_PATTERN = r"(?u)\\[a-zA-Z]+|\w+|[^\w\s]"
+    TOKEN_PATTERN = TOKEN_PATTERN
 
     def __init__(self, dim: int = 2048) -> None:
         """Fix the vectorizer so output never depends on what was embedded before."""
         self.name = "hashing"
         self.dim = dim
-        self._vec = HashingVectorizer(
-            ngram_range=(1, 2),
-            n_features=dim,
-            alternate_sign=False,
-            norm=None,
-            token_pattern=self.TOKEN_PATTERN,
-            lowercase=True,
-        )
+        self._vec = _vectorizer(2, dim)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return log1p term counts per bucket, rows scaled to unit norm."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        m = self._vec.transform(list(texts)).astype(np.float32)
-        m.data = np.log1p(m.data)
-        return l2_normalise(m.toarray())
+        return l2_normalise(_log_counts(self._vec, texts).toarray())
 
 
 class NgramsEmbedder:
@@ -80,21 +94,13 @@ class NgramsEmbedder:
         """Fix the vectorizer so output never depends on what was embedded before."""
         self.name = "ngrams"
         self.dim = dim
-        self._vec = HashingVectorizer(
-            ngram_range=(1, 3),
-            n_features=dim,
-            alternate_sign=False,
-            norm=None,
-            token_pattern=HashingEmbedder.TOKEN_PATTERN,
-            lowercase=True,
-        )
+        self._vec = _vectorizer(3, dim)
 
     def embed(self, texts: Sequence[str]) -> Any:
         """Return a CSR matrix of log1p term counts, rows scaled to unit norm."""
         if len(texts) == 0:
             return sp.csr_matrix((0, self.dim), dtype=np.float32)
-        m = self._vec.transform(list(texts)).astype(np.float32).tocsr()
-        m.data = np.log1p(m.data)
+        m = _log_counts(self._vec, texts)
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1), dtype=np.float32).ravel())
         m = sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ m
         m = sp.csr_matrix(m, dtype=np.float32)
