@@ -83,10 +83,10 @@ def fit_config(
 
     Few threads: a fit shares the machine with request handling and must not starve it.
     Sparse n-grams need far less shrinkage than dense blocks, each weight seeing few prompts,
-    and do better without the ranking hinge. Measured on DeepScaleR cold start (held-out
-    fifth, `benchmarks/cold_start_api.py`): binomial alone at l2 1e-5 gives Spearman 0.458
-    fitted on true rates and 0.453 on one group of 8; adding the hinge at weight 3 gives
-    0.451 and 0.442, at weight 0.3 0.457 and 0.451.
+    and the ranking hinge does not help them. On DeepScaleR cold start
+    (`benchmarks/cold_start_features.py --torch`), the binomial loss alone at l2 1e-5 reaches
+    Spearman 0.457 fitted on true rates and 0.452 on one group of 8; with the hinge at
+    weight 3 (l2 3e-4), 0.454 and 0.451.
     """
     blocks: tuple[int, ...]
     if embedder == "client" or dim <= N_FEATURES:
