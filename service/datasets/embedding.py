@@ -28,14 +28,14 @@ CHUNK = 2_000
 F16_MAX = float(np.finfo(np.float16).max)
 
 
-def encode(vec: npt.NDArray[np.float32]) -> bytes:
-    """float16 halves storage; the predictor standardises features, so precision is ample.
+def _f16(a: Any) -> npt.NDArray[np.float16]:
+    """Clipped to float16's range: a count feature of a huge text must not become inf."""
+    return np.clip(np.asarray(a, dtype=np.float32), -F16_MAX, F16_MAX).astype(np.float16)
 
-    Clipped to float16's range: a count feature of a huge text must not become inf.
-    """
-    return (
-        np.clip(np.asarray(vec, dtype=np.float32), -F16_MAX, F16_MAX).astype(np.float16).tobytes()
-    )
+
+def encode(vec: npt.NDArray[np.float32]) -> bytes:
+    """float16 halves storage; the predictor standardises features, so precision is ample."""
+    return _f16(vec).tobytes()
 
 
 _SPARSE_ENTRY = np.dtype([("col", "<i4"), ("val", "<f2")])
@@ -50,7 +50,7 @@ def encode_rows(x: Any) -> list[bytes]:
         lo, hi = x.indptr[i], x.indptr[i + 1]
         entries = np.empty(hi - lo, dtype=_SPARSE_ENTRY)
         entries["col"] = x.indices[lo:hi]
-        entries["val"] = np.clip(x.data[lo:hi], -F16_MAX, F16_MAX)
+        entries["val"] = _f16(x.data[lo:hi])
         out.append(entries.tobytes())
     return out
 

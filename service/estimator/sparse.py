@@ -108,7 +108,6 @@ class ScaledCsr:
         self.x = torch_csr(scaled)
         self.xt = torch_csr(scaled.T.tocsr())
         self.centre = torch.from_numpy((mean * inv).astype(np.float32))
-        self.shape = scaled.shape
 
     def linear(self, layer: torch.nn.Linear) -> torch.Tensor:
         """What `layer(standardised x)` would give, without materialising x densely."""

@@ -202,7 +202,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
 async def _prune(session: AsyncSession, run_id: int, newest: int) -> None:
     """Drop the model and prior blobs of versions nobody reads any more; keep their history.
 
-    Only the newest version is served, and a sparse n-gram state is about 1.7 MB; a run that
+    Only the newest version is served, and a sparse n-gram state is about 2 MB; a run that
     refits every 1,000 outcomes would otherwise store that again and again. The last
     KEEP_BLOBS versions stay whole, so a replica that just read one can still load it.
     """
