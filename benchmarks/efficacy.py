@@ -63,7 +63,8 @@ class Trace:
     groups_after_warmup: int = 0
     informative_used: int = 0
     service_ms: list[float] = field(default_factory=list)
-    # after warm-up, by the prompt's previous group ("new" or "k/n"): [groups, zero-variance]
+    # after warm-up, by the prompt's previous group ("new" or "k/n"):
+    # [groups, zero-variance, all failed]
     by_previous: dict[str, list[int]] = field(default_factory=dict)
     _previous: dict[int, str] = field(default_factory=dict)
 
@@ -75,9 +76,10 @@ class Trace:
         if after_warmup:
             self.groups_after_warmup += 1
             self.zero_var_after_warmup += zero
-            cell = self.by_previous.setdefault(self._previous.get(idx, "new"), [0, 0])
+            cell = self.by_previous.setdefault(self._previous.get(idx, "new"), [0, 0, 0])
             cell[0] += 1
             cell[1] += zero
+            cell[2] += zero and rewards[0] == 0
         self._previous[idx] = f"{int(sum(rewards))}/{len(rewards)}"
         return zero
 
@@ -95,6 +97,7 @@ class Sim:
     g: int
     warmup_steps: int
     model: LearningModel
+    sync_fits: bool = False
 
     def policy(self) -> Policy:
         return Policy(self.pool, self.heldout, self.emb, self.model, self.seed)
@@ -117,6 +120,8 @@ def run_method(c: httpx.Client, m: Method, dataset: str, sim: Sim) -> Trace:
         },
     ).raise_for_status()
     tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
+    sel = c.get(f"/v1/runs/{run}").json()["selection"]
+    due = (int(sel["fit_min_outcomes"]), int(sel["refit_every"]))  # first fit, then each refit
     used = 0
     step = 0
     while used < budget:
@@ -150,12 +155,25 @@ def run_method(c: httpx.Client, m: Method, dataset: str, sim: Sim) -> Trace:
             rounds += 1
             if not m.dapo or len(train) >= batch or used >= budget:
                 break
+        if sim.sync_fits and m.strategy != "uniform":
+            _await_fit(c, run, *due)
         tr.service_ms.append(1000 * t_service / rounds)
         tr.informative_used += policy.train(train[:batch])
         step += 1
         tr.rollouts.append(used)
         tr.heldout.append(policy.heldout_pass_rate())
     return tr
+
+
+def _await_fit(c: httpx.Client, run: str, first: int, every: int, timeout: float = 60.0) -> None:
+    """Wait out a due predictor fit: a real step takes a minute, far longer than a fit."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        groups = int(c.get(f"/v1/runs/{run}").json()["outcomes"])
+        trained = int(c.get(f"/v1/runs/{run}/predictor").json()["trained_on"])
+        if groups - trained < (every if trained else first):
+            return
+        time.sleep(0.05)
 
 
 ORACLE = "oracle: true pass rates (reference)"
@@ -235,6 +253,14 @@ def parser() -> argparse.ArgumentParser:
         "--informative", default="{}", help="JSON merged into the informative runs' selection"
     )
     ap.add_argument(
+        "--sync-fits",
+        action="store_true",
+        help=(
+            "wait out each due predictor fit before the next step, as a real step (a minute) "
+            "would; by default simulated steps run on and the fit lags by dozens of them"
+        ),
+    )
+    ap.add_argument(
         "--embedder", default=None, help="the dataset's embedder (default: the service's)"
     )
     return ap
@@ -277,7 +303,18 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
                     f"/v1/datasets/{dataset}/prompts",
                     json={"prompts": prompts[start : start + 5000]},
                 ).raise_for_status()
-            sim = Sim(pool, heldout, emb, seed, budget, args.batch, args.group, warmup_steps, model)
+            sim = Sim(
+                pool,
+                heldout,
+                emb,
+                seed,
+                budget,
+                args.batch,
+                args.group,
+                warmup_steps,
+                model,
+                sync_fits=args.sync_fits,
+            )
             for m in methods:
                 t0 = time.perf_counter()
                 tr = run_method(c, m, dataset, sim)
@@ -358,23 +395,27 @@ def _breakdown(traces: dict[str, list[Trace]]) -> None:
     for name, ts in traces.items():
         cells: dict[str, list[int]] = {}
         for t in ts:
-            for key, (n, z) in t.by_previous.items():
-                cell = cells.setdefault(key, [0, 0])
-                cell[0] += n
-                cell[1] += z
-        total = sum(n for n, _ in cells.values()) or 1
+            for key, counts in t.by_previous.items():
+                cell = cells.setdefault(key, [0, 0, 0])
+                for i, c in enumerate(counts):
+                    cell[i] += c
+        total = sum(c[0] for c in cells.values()) or 1
         print(f"\n#### {name}: served groups after warm-up by the prompt's previous group\n")
         print(
-            "| previous group | share of served | zero-variance share | share of all zero-variance |"
+            "| previous group | share of served | zero-variance share | of which all failed "
+            "| share of all zero-variance |"
         )
-        print("|---|---|---|---|")
-        zeros = sum(z for _, z in cells.values()) or 1
+        print("|---|---|---|---|---|")
+        zeros = sum(c[1] for c in cells.values()) or 1
         order = sorted(
             cells, key=lambda k: (k != "new", [int(x) for x in k.split("/")] if k != "new" else [])
         )
         for key in order:
-            n, z = cells[key]
-            print(f"| {key} | {n / total:.1%} | {z / n:.1%} | {z / zeros:.1%} |")
+            n, z, fail = cells[key]
+            print(
+                f"| {key} | {n / total:.1%} | {z / n:.1%} | {fail / max(z, 1):.0%} "
+                f"| {z / zeros:.1%} |"
+            )
 
 
 def _plot(traces: dict[str, list[Trace]], path: str, target: float) -> None:
