@@ -1,6 +1,7 @@
 """Cold start through the API: fit on 80% of deepscaler_passrate_dev, predict the unseen fifth.
 
-Run: `.venv/bin/python -m benchmarks.cold_start_api [--embedder ngrams hashing] [--timings]`.
+Run: `.venv/bin/python -m benchmarks.cold_start_api [--embedder ngrams hashing] [--timings]
+[--no-math-levels]`.
 
 For each embedder it starts a real `depo serve` on the embedded default, uploads the training
 prompts only, and opens two runs on them. One reports each prompt's true pass rate (its 128
@@ -9,6 +10,10 @@ predictor has fitted on all of them, the held-out prompts go to `POST /predict` 
 never uploaded, so they are unseen in every sense (idf too). Same split and draws as
 `benchmarks/cold_start_features.py`. Prints a markdown table: Spearman against the true pass
 rate, AUROC for all-fail / all-pass / informative, calibration MAE, and the fit's time.
+
+Then, to show the predictor is not tuned to one dataset, the same service learns MATH's train
+split from one group of 8 per problem whose successes fall with its level (8, 6, 4, 2, 0 for
+levels 1 to 5) and predicts MATH500 from raw texts: Spearman against the level.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 
 import httpx
 import numpy as np
+from scipy.stats import spearmanr
 
 from benchmarks._server import serve
 from benchmarks.eval_predictor import DATA, GROUP, load_jsonl, metrics
@@ -42,6 +48,49 @@ def _wait(c: httpx.Client, path: str, done: object, what: str, timeout: float = 
         time.sleep(0.5)
 
 
+def _upload(c: httpx.Client, name: str, embedder: str, ids: list[str], texts: list[str]) -> float:
+    """A dataset of these prompts; seconds until every one is embedded."""
+    c.post("/v1/datasets", json={"name": name, "embedder": embedder}).raise_for_status()
+    t0 = time.perf_counter()
+    for s in range(0, len(ids), CHUNK):
+        chunk = [
+            {"id": i, "text": t}
+            for i, t in zip(ids[s : s + CHUNK], texts[s : s + CHUNK], strict=True)
+        ]
+        c.post(f"/v1/datasets/{name}/prompts", json={"prompts": chunk}).raise_for_status()
+    _wait(c, f"/v1/datasets/{name}", lambda b: b["embedded"] == len(ids), "embedding")
+    return time.perf_counter() - t0
+
+
+def _fit_predict(
+    c: httpx.Client,
+    run: str,
+    dataset: str,
+    ids: list[str],
+    succ: np.ndarray,
+    n: int,
+    unseen: list[str],
+) -> tuple[np.ndarray, float]:
+    """Report one group per prompt, wait for the fit, predict raw texts: (rates, fit seconds)."""
+    sel = {"fit_min_outcomes": len(ids), "refit_every": 10**9}
+    c.post(
+        "/v1/runs",
+        json={"name": run, "dataset": dataset, "group_size": GROUP, "selection": sel},
+    ).raise_for_status()
+    for s in range(0, len(ids), CHUNK):
+        results = [
+            {"prompt_id": pid, "rewards": [1.0] * int(k) + [0.0] * (n - int(k))}
+            for pid, k in zip(ids[s : s + CHUNK], succ[s : s + CHUNK], strict=True)
+        ]
+        c.post(f"/v1/runs/{run}/outcomes", json={"step": 0, "results": results}).raise_for_status()
+    _wait(c, f"/v1/runs/{run}/predictor", lambda b: b["version"] is not None, "the fit")
+    info = c.get(f"/v1/runs/{run}/predictor").json()
+    r = c.post(f"/v1/runs/{run}/predict", json={"texts": unseen})
+    r.raise_for_status()
+    pred = np.array([x["pass_rate"] for x in r.json()["items"]])
+    return pred, float(info["calibration"].get("fit_seconds", float("nan")))
+
+
 def run_embedder(
     embedder: str,
     texts: list[str],
@@ -50,55 +99,50 @@ def run_embedder(
     te: np.ndarray,
     labels: dict[str, tuple[np.ndarray, int]],
     p: np.ndarray,
-) -> list[tuple[str, dict[str, float]]]:
-    """One service, one dataset of the training prompts, one run per label kind."""
+    math: dict[str, list[str] | np.ndarray] | None,
+) -> tuple[list[tuple[str, dict[str, float]]], dict[str, float] | None]:
+    """One service: DeepScaleR with one run per label kind, then MATH levels if given."""
     out = []
     with (
         serve("embedded", env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
         httpx.Client(base_url=url, timeout=300) as c,
     ):
-        c.post("/v1/datasets", json={"name": "train", "embedder": embedder}).raise_for_status()
-        t0 = time.perf_counter()
-        for s in range(0, len(tr), CHUNK):
-            chunk = [{"id": ids[i], "text": texts[i]} for i in tr[s : s + CHUNK]]
-            c.post("/v1/datasets/train/prompts", json={"prompts": chunk}).raise_for_status()
-        _wait(
-            c,
-            "/v1/datasets/train",
-            lambda b: b["embedded"] == len(tr),
-            "embedding",
-        )
-        _log(
-            f"  {embedder}: {len(tr)} prompts uploaded and embedded in {time.perf_counter() - t0:.1f} s"
-        )
+        train_ids, train_texts = [ids[i] for i in tr], [texts[i] for i in tr]
+        took = _upload(c, "train", embedder, train_ids, train_texts)
+        _log(f"  {embedder}: {len(tr)} prompts uploaded and embedded in {took:.1f} s")
         for r, (kind, (succ, n)) in enumerate(labels.items()):
-            run = f"cold-{r}"
-            sel = {"fit_min_outcomes": len(tr), "refit_every": 10**9}
-            c.post(
-                "/v1/runs",
-                json={"name": run, "dataset": "train", "group_size": GROUP, "selection": sel},
-            ).raise_for_status()
-            for s in range(0, len(tr), CHUNK):
-                results = [
-                    {
-                        "prompt_id": ids[i],
-                        "rewards": [1.0] * int(succ[i]) + [0.0] * (n - int(succ[i])),
-                    }
-                    for i in tr[s : s + CHUNK]
-                ]
-                c.post(
-                    f"/v1/runs/{run}/outcomes", json={"step": 0, "results": results}
-                ).raise_for_status()
-            _wait(c, f"/v1/runs/{run}/predictor", lambda b: b["version"] is not None, "the fit")
-            info = c.get(f"/v1/runs/{run}/predictor").json()
-            r = c.post(f"/v1/runs/{run}/predict", json={"texts": [texts[i] for i in te]})
-            r.raise_for_status()
-            pred = np.array([x["pass_rate"] for x in r.json()["items"]])
+            pred, fit_s = _fit_predict(
+                c, f"cold-{r}", "train", train_ids, succ[tr], n, [texts[i] for i in te]
+            )
             m = metrics(pred, p[te])
-            m["fit_s"] = float(info["calibration"].get("fit_seconds", float("nan")))
+            m["fit_s"] = fit_s
             _log(f"  {embedder}, fitted on {kind}: Spearman {m['spearman']:.3f}")
             out.append((kind, m))
-    return out
+        levels = None
+        if math is not None:
+            mids, mtexts = list(math["train_ids"]), list(math["train_texts"])
+            _upload(c, "math", embedder, mids, mtexts)
+            k = np.asarray(math["train_successes"])
+            pred, fit_s = _fit_predict(c, "math", "math", mids, k, GROUP, list(math["test_texts"]))
+            rho = float(spearmanr(pred, -np.asarray(math["test_level"])).statistic)
+            _log(f"  {embedder}, MATH levels: Spearman {rho:.3f}")
+            levels = {"spearman": rho, "fit_s": fit_s}
+    return out, levels
+
+
+def load_math_levels() -> dict[str, list[str] | np.ndarray]:
+    """MATH train with one group of 8 whose successes fall with the level; MATH500 to predict."""
+    rows = load_jsonl(DATA / "math_levels.jsonl")
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    level = np.array([r["level"] for r in train], dtype=np.int64)
+    return {
+        "train_ids": [str(r["id"]) for r in train],
+        "train_texts": [str(r["problem"]) for r in train],
+        "train_successes": np.round(GROUP * (1.0 - (level - 1) / 4.0)).astype(np.int64),
+        "test_texts": [str(r["problem"]) for r in test],
+        "test_level": np.array([r["level"] for r in test], dtype=np.int64),
+    }
 
 
 def sparse_timings(texts: list[str], p: np.ndarray) -> None:
@@ -162,6 +206,7 @@ def main() -> None:
     ap.add_argument("--embedder", nargs="+", default=["ngrams", "hashing"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timings", action="store_true", help="also time the sparse path")
+    ap.add_argument("--no-math-levels", action="store_true", help="skip the MATH levels check")
     args = ap.parse_args()
     rows = load_jsonl(DATA / "deepscaler_passrate_dev.jsonl")
     texts = [str(r["problem"]) for r in rows]
@@ -187,14 +232,28 @@ def main() -> None:
         "| calibration MAE | fit s |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    math = None if args.no_math_levels else load_math_levels()
+    by_level: dict[str, dict[str, float]] = {}
     for embedder in args.embedder:
-        for kind, m in run_embedder(embedder, texts, ids, tr, te, labels, p):
+        rows_out, levels = run_embedder(embedder, texts, ids, tr, te, labels, p, math)
+        for kind, m in rows_out:
             print(
                 f"| `{embedder}` | {kind} | {m['spearman']:.3f} | {m['auc_fail']:.3f} "
                 f"| {m['auc_pass']:.3f} | {m['auc_inf']:.3f} | {m['cal_mae']:.3f} "
                 f"| {m['fit_s']:.1f} |",
                 flush=True,
             )
+        if levels is not None:
+            by_level[embedder] = levels
+    if math is not None:
+        print(
+            f"\n## MATH levels through the API (train {len(math['train_ids'])}, one group of "
+            f"{GROUP} with {GROUP}, 6, 4, 2, 0 successes for levels 1-5; the "
+            f"{len(math['test_texts'])} MATH500 problems sent as raw texts)\n"
+        )
+        print("| embedder | Spearman against -level | fit s |\n|---|---|---|")
+        for embedder, lv in by_level.items():
+            print(f"| `{embedder}` | {lv['spearman']:.3f} | {lv['fit_s']:.1f} |")
     if args.timings:
         sparse_timings(texts, p)
 

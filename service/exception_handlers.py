@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,10 +17,17 @@ from service.exceptions import DepoError
 log = logging.getLogger(__name__)
 
 
-async def depo_error_handler(request: Request, exc: Exception) -> JSONResponse:
+class ErrorResponse(JSONResponse):
+    """ASCII-escaped JSON: an error may echo input that UTF-8 cannot encode (lone surrogates)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+async def depo_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, DepoError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+    return ErrorResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -27,7 +35,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, RequestValidationError)
     errors = jsonable_encoder(exc.errors(), custom_encoder={float: _safe_float})
     for err in errors:
@@ -37,7 +45,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         err.pop("url", None)
     first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
     field = _field_name(tuple(first.get("loc", ())))
-    return JSONResponse(
+    return ErrorResponse(
         {
             "type": "validation_error",
             "detail": f"{field}: {first.get('msg')}",
@@ -53,18 +61,18 @@ def _safe_float(value: float) -> float | str:
     return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
 
 
-async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
+    return ErrorResponse(
         {"type": "http_error", "detail": exc.detail},
         status_code=exc.status_code,
         headers=getattr(exc, "headers", None),
     )
 
 
-async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def unhandled_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"type": "internal_error", "detail": "internal server error"}, 500)
+    return ErrorResponse({"type": "internal_error", "detail": "internal server error"}, 500)
 
 
 def install(app: FastAPI) -> None:

@@ -340,3 +340,90 @@ async def test_bad_run_bodies(client: httpx.AsyncClient, uid: str) -> None:
         },
     )
     assert r.status_code == 422 and r.json()["field"] == "selection.discount"
+
+
+async def test_lone_surrogate_is_422_with_a_json_body(client: httpx.AsyncClient, uid: str) -> None:
+    await client.post("/v1/datasets", json={"name": f"s-{uid}"})
+    raw = b'{"prompts": [{"id": "x", "text": "bad \\ud800 text"}]}'
+    r = await client.post(
+        f"/v1/datasets/s-{uid}/prompts",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "prompts.0.text"
+    assert (await client.get(f"/v1/datasets/s-{uid}")).json()["prompt_count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("selection", "group_size", "field"),
+    [
+        ({"window_lo": 0.9, "window_hi": 0.1}, 8, "selection"),
+        ({"n_min": 10, "n_max": 4}, 8, "selection"),
+        ({"budget": True, "n_min": 12}, 8, "body"),
+        ({"prior_alpha": 1e-300}, 8, "selection.prior_alpha"),
+        ({"prior_strength": 1e-300}, 8, "selection.prior_strength"),
+    ],
+    ids=["window", "n-bounds", "n-min-above-g", "tiny-alpha", "tiny-strength"],
+)
+async def test_contradictory_or_underflowing_selections_are_422(
+    client: httpx.AsyncClient, uid: str, selection: dict[str, Any], group_size: int, field: str
+) -> None:
+    await make_dataset(client, f"ds-{uid}", 3)
+    body = {"name": f"r-{uid}", "dataset": f"ds-{uid}", "group_size": group_size}
+    r = await client.post("/v1/runs", json=body | {"selection": selection})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and r.json()["detail"]
+    assert (await client.get(f"/v1/runs/r-{uid}")).status_code == 404
+
+
+async def test_client_vectors_keep_one_width_across_uploads(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    name = f"cv-{uid}"
+    await client.post("/v1/datasets", json={"name": name, "embedder": "client"})
+    first = [{"id": f"a{i}", "text": f"t{i}", "embedding": [0.1 * i + 0.1] * 8} for i in range(3)]
+    assert (await client.post(f"/v1/datasets/{name}/prompts", json={"prompts": first})).is_success
+    narrow = [{"id": "w", "text": "narrow", "embedding": [0.1, 0.2, 0.3, 0.4]}]
+    r = await client.post(f"/v1/datasets/{name}/prompts", json={"prompts": narrow})
+    assert r.status_code == 422 and "8-wide" in r.json()["detail"]
+    assert (await client.get(f"/v1/datasets/{name}")).json()["prompt_count"] == 3
+    same = [{"id": "b", "text": "same width", "embedding": [0.5] * 8}]
+    assert (await client.post(f"/v1/datasets/{name}/prompts", json={"prompts": same})).is_success
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        '{"id": "n", "text": "x", "metadata": {"v": NaN}}',
+        '{"id": "n", "text": "x", "metadata": {"deep": [1, {"v": -Infinity}]}}',
+    ],
+)
+async def test_non_finite_metadata_is_422(client: httpx.AsyncClient, uid: str, prompt: str) -> None:
+    await client.post("/v1/datasets", json={"name": f"m-{uid}"})
+    r = await client.post(
+        f"/v1/datasets/m-{uid}/prompts",
+        content=('{"prompts": [' + prompt + "]}").encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "prompts.0.metadata"
+    assert (await client.get(f"/v1/datasets/m-{uid}")).json()["prompt_count"] == 0
+
+
+async def test_client_vector_values_that_overflow_are_422(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    await client.post("/v1/datasets", json={"name": f"o-{uid}", "embedder": "client"})
+    prompts = [{"id": "x", "text": "x", "embedding": [1e308] * 8}]
+    r = await client.post(f"/v1/datasets/o-{uid}/prompts", json={"prompts": prompts})
+    assert r.status_code == 422 and r.json()["field"].startswith("prompts.0.embedding")
+
+
+async def test_prompt_ids_with_slashes_are_reachable(client: httpx.AsyncClient, uid: str) -> None:
+    await client.post("/v1/datasets", json={"name": f"sl-{uid}"})
+    prompts = [{"id": "aime/2024/7", "text": "x"}]
+    await client.post(f"/v1/datasets/sl-{uid}/prompts", json={"prompts": prompts})
+    got = await client.get(f"/v1/datasets/sl-{uid}/prompts/aime%2F2024%2F7")
+    assert got.status_code == 200 and got.json()["id"] == "aime/2024/7"
+    await make_run(client, f"r-{uid}", f"sl-{uid}", group_size=4)
+    stats = await client.get(f"/v1/runs/r-{uid}/prompts/aime%2F2024%2F7")
+    assert stats.status_code == 200 and stats.json()["id"] == "aime/2024/7"

@@ -75,3 +75,34 @@ async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> N
     assert old["min_prior_strength"] == 2.0
     assert explicit["min_prior_strength"] == 6.0
     assert new["min_prior_strength"] == 4.0
+
+
+async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
+    await upgrade(fresh, "5b1f0c2d9e41")
+    async with _client(fresh) as c:
+        await c.post("/v1/datasets", json={"name": "d"})
+        prompts = [{"id": f"p{i}", "text": f"problem {i}"} for i in range(20)]
+        await c.post("/v1/datasets/d/prompts", json={"prompts": prompts})
+        body = {"name": "odd", "dataset": "d", "group_size": 8, "strategy": "window"}
+        assert (await c.post("/v1/runs", json=body)).status_code == 201
+    # what older code let a run store, and the new settings refuse
+    engine = create_async_engine(fresh.async_database_url)
+    async with engine.begin() as conn:
+        row = (await conn.execute(text("SELECT id, selection FROM runs WHERE name = 'odd'"))).one()
+        sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
+        sel |= {"window_lo": 0.9, "window_hi": 0.1, "n_min": 6, "n_max": 3, "prior_beta": 1e-300}
+        await conn.execute(
+            text("UPDATE runs SET selection = :s WHERE id = :i"),
+            {"s": json.dumps(sel), "i": row.id},
+        )
+    await engine.dispose()
+    await upgrade(fresh)
+    async with _client(fresh) as c:
+        r = await c.get("/v1/runs/odd")
+        assert r.status_code == 200, r.text
+        sel = r.json()["selection"]
+        batch = await c.post("/v1/runs/odd/batches", json={"step": 0, "size": 5})
+        assert batch.status_code == 200, batch.text
+    assert (sel["window_lo"], sel["window_hi"]) == (0.1, 0.9)
+    assert (sel["n_min"], sel["n_max"]) == (6, 6)
+    assert sel["prior_beta"] == 1e-3 and sel["prior_alpha"] == 1.0

@@ -78,7 +78,7 @@ async def _embed_soon(state: AppState, dataset_id: int) -> None:
     state.embedding_jobs.kick(dataset_id)
 
 
-@router.get("/{dataset}/prompts/{prompt_id}", response_model=PromptRead)
+@router.get("/{dataset}/prompts/{prompt_id:path}", response_model=PromptRead)
 async def get_prompt(dataset: str, prompt_id: str, session: ReadSessionDep) -> PromptRead:
     ds = await service.get_by_name(session, dataset)
     p = await service.get_prompt(session, ds, prompt_id)

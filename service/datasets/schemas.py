@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.common import ClientId, Name
 
@@ -36,9 +37,25 @@ class PromptIn(BaseModel):
     id: ClientId
     text: str = Field(min_length=1, max_length=200_000)
     metadata: dict[str, Any] | None = None
-    embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+    # bounded so that the squared norm stays finite in float32
+    embedding: list[Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]] | None = Field(
         None, min_length=1, max_length=8192, description="only for datasets with embedder=client"
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _finite(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """JSON has no NaN or infinity; Python's parser accepts them, and they'd come back null."""
+        stack: list[Any] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"metadata holds a non-finite number ({item})")
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return value
 
 
 class PromptUpload(BaseModel):

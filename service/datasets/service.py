@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets.embedding import encode
 from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DEFAULT_EMBEDDER, DatasetCreate, PromptIn
 from service.db import insert_unless_raced, one_of, utcnow
+from service.estimator import N_FEATURES
 from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
 
@@ -85,6 +86,7 @@ async def upsert_prompts(
         seen.add(p.id)
     dataset = await get_by_name(session, dataset_name, lock=True)
     _check_vectors(dataset, prompts)
+    await _check_stored_width(session, dataset, prompts)
     existing: dict[str, tuple[int, str]] = {}
     ids = [p.id for p in prompts]
     for start in range(0, len(ids), LOOKUP_CHUNK):
@@ -155,6 +157,29 @@ def _check_vectors(dataset: Dataset, prompts: Sequence[PromptIn]) -> None:
             )
     if len(widths) > 1:
         raise InvalidInput(f"embeddings of several widths {sorted(widths)}", field="prompts")
+
+
+async def _check_stored_width(
+    session: AsyncSession, dataset: Dataset, prompts: Sequence[PromptIn]
+) -> None:
+    """One width per dataset: the predictor reads all its vectors as one matrix."""
+    sent = next((len(p.embedding) for p in prompts if p.embedding is not None), None)
+    if sent is None:
+        return
+    stored = (
+        await session.execute(
+            select(func.length(Prompt.embedding))
+            .where(Prompt.dataset_id == dataset.id, Prompt.embedding.is_not(None))
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    width = None if stored is None else int(stored) // 2 - N_FEATURES  # float16 + features
+    if width is not None and width != sent:
+        raise InvalidInput(
+            f"dataset {dataset.name!r} holds {width}-wide vectors, these are {sent} wide; "
+            "a new embedding model needs a new dataset",
+            field="prompts.0.embedding",
+        )
 
 
 def _vector(p: PromptIn) -> bytes | None:

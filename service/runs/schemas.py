@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.common import Name
 
@@ -30,15 +30,16 @@ class SelectionConfig(BaseModel):
     budget: bool = Field(False, description="suggest a rollout count n per served prompt")
     n_min: int = Field(2, ge=1, le=1024, description="budget: fewest rollouts per prompt")
     n_max: int | None = Field(None, ge=1, le=1024, description="budget: most (default 2 G)")
-    prior_alpha: float = Field(1.0, gt=0, le=1e6)
-    prior_beta: float = Field(1.0, gt=0, le=1e6)
+    # below about 1e-3 a Beta's moments underflow; above 1e6 no history could move it
+    prior_alpha: float = Field(1.0, ge=1e-3, le=1e6)
+    prior_beta: float = Field(1.0, ge=1e-3, le=1e6)
     lease_seconds: float | None = Field(None, gt=0, le=7 * 86400)
     thompson_draws: int = Field(
         0, ge=0, le=64, description="informative: posterior draws averaged; 0: exact expectation"
     )
     prior_strength: float | None = Field(
         None,
-        gt=0,
+        ge=1e-2,
         le=1e4,
         description="pseudo-count of the predictor's prior; unset: estimated at each fit",
     )
@@ -59,6 +60,14 @@ class SelectionConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SelectionConfig:
+        if self.window_lo > self.window_hi:
+            raise ValueError(f"window_lo {self.window_lo} is above window_hi {self.window_hi}")
+        if self.n_max is not None and self.n_max < self.n_min:
+            raise ValueError(f"n_max {self.n_max} is below n_min {self.n_min}")
+        return self
+
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -72,6 +81,15 @@ class RunCreate(BaseModel):
     init_from: Name | None = Field(
         None, description="warm-start the predictor from this run's newest version"
     )
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> RunCreate:
+        if self.selection.budget and self.selection.n_min > self.group_size:
+            raise ValueError(
+                f"selection.n_min {self.selection.n_min} is above group_size "
+                f"{self.group_size}: a batch's budget is size x group_size rollouts"
+            )
+        return self
 
 
 class RunRead(BaseModel):

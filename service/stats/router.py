@@ -27,7 +27,7 @@ from service.stats.service import catch_up
 router = APIRouter(prefix="/runs", tags=["stats"])
 
 
-@router.get("/{run}/prompts/{prompt_id}", response_model=PromptStatsRead)
+@router.get("/{run}/prompts/{prompt_id:path}", response_model=PromptStatsRead)
 async def prompt_stats(
     run: str, prompt_id: str, session: ReadSessionDep, state: StateDep
 ) -> PromptStatsRead:
