@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(health_router)
 
+    # innermost: an unhandled error becomes its 500 here, which `observe` then counts
+    app.add_middleware(exception_handlers.CatchAll)
     # inside `observe`: a body cut off at the limit still shows in the latency metrics
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 

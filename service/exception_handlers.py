@@ -10,9 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.exceptions import DepoError
+from service.exceptions import DepoError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,13 @@ def _safe_float(value: float) -> float | str:
     return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
 
 
+async def cache_error_handler(request: Request, exc: Exception) -> ErrorResponse:
+    """Redis down, restarting or stalled: a 503 the trainer can retry, not an opaque 500."""
+    log.warning("stats cache unavailable on %s %s: %r", request.method, request.url.path, exc)
+    err = Unavailable("the stats cache (Redis) is unavailable; retry shortly")
+    return ErrorResponse(err.body(), status_code=err.status_code, headers={"Retry-After": "1"})
+
+
 async def http_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, StarletteHTTPException)
     return ErrorResponse(
@@ -75,8 +85,42 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> ErrorResp
     return ErrorResponse({"type": "internal_error", "detail": "internal server error"}, 500)
 
 
+class CatchAll:
+    """Answer an unhandled error with the JSON 500 here, inside the app.
+
+    Starlette's outermost handler re-raises after answering, and the server then closes the
+    keep-alive connection: a trainer's pooled client would see its next, unrelated request
+    (an outcome report, say) reset. Answered here, the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            body = {"type": "internal_error", "detail": "internal server error"}
+            await ErrorResponse(body, status_code=500)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DepoError, depo_error_handler)
+    app.add_exception_handler(RedisConnectionError, cache_error_handler)
+    app.add_exception_handler(RedisTimeoutError, cache_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

@@ -50,3 +50,10 @@ class PayloadTooLarge(DepoError):
 class Unauthorized(DepoError):
     status_code = 401
     error_type = "unauthorized"
+
+
+class Unavailable(DepoError):
+    """A backing service is down for now; the request may be retried as it is."""
+
+    status_code = 503
+    error_type = "unavailable"

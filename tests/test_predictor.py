@@ -346,4 +346,6 @@ async def test_served_drift_reads_only_served_groups_with_history(
     obs = sum(o.successes for o in want) / sum(o.n for o in want)
     expected = np.log(obs / (1 - obs)) - np.log(pred / (1 - pred))
     assert value == pytest.approx(float(np.clip(expected, -2, 2)), abs=1e-9)
-    assert value > 0.1  # these groups pass more often than the flat prior expects
+    # these groups pass more often than their served estimates, shrunk toward the flat prior,
+    # expect (how much depends on the run's seeded order, so only the sign is fixed)
+    assert value > 0.0

@@ -44,6 +44,11 @@ async def get_or_create(
         raise InvalidInput(
             f"size {body.size} is above the pool of {dataset.prompt_count} prompts", field="size"
         )
+    cfg = SelectionConfig.model_validate(run.selection)
+    if selection.get(body.strategy or run.strategy).needs_stats or cfg.budget:
+        # before the run's lock: a stalled cache then fails this request without holding up
+        # the outcome reports that wait on the lock (under it, catching up is one read)
+        await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
     run = await runs.lock(session, run.id)
     found = await _find(session, run.id, body.step, body.partition)
     if found is not None:

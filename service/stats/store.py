@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from service.stats.math import PromptStats, add_group
@@ -128,6 +131,16 @@ class RedisHotStore:
     async def apply(
         self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
     ) -> bool:
+        try:
+            return await self._apply(run_id, expect_seq, new_seq, groups, discount)
+        except RedisConnectionError:
+            # a watched transaction is not retried by the client; this one is safe to redo,
+            # since it checks the seq again (a connection left stale by a Redis restart)
+            return await self._apply(run_id, expect_seq, new_seq, groups, discount)
+
+    async def _apply(
+        self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
+    ) -> bool:
         key = self._key(run_id)
         idxs = sorted({g[0] for g in groups})
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -183,7 +196,15 @@ class RedisHotStore:
 def create_store(redis_url: str | None, prefix: str) -> HotStore:
     if redis_url is None:
         return MemoryHotStore()
-    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    # Fail fast when Redis stalls (a request may hold a run's lock while it waits), retry once
+    # on a dropped connection, and ping connections idle for a while (stale after a restart).
+    redis = Redis.from_url(
+        redis_url,
+        socket_timeout=2,
+        socket_connect_timeout=1,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
+    )
     return RedisHotStore(redis, prefix)
 
 
