@@ -6,13 +6,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP service",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -22,6 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
 
     return parser
+
+
+def _settings_help() -> str:
+    """The DEPO_* settings with their defaults, read from the settings class so they stay true."""
+    from service.config import Settings
+
+    lines = ["settings (environment variables, or a .env file):"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = str(default) if isinstance(default, Path) else repr(default)
+        lines.append(f"  DEPO_{name.upper():<26} default: {shown}")
+    lines.append(
+        "unset DEPO_DATABASE_URL and DEPO_REDIS_URL: SQLite in DEPO_DATA_DIR, cache in-process"
+    )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from depo_client import (
     Batch,
     Conflict,
     DepoClient,
+    InvalidRequest,
     NotFound,
     PayloadTooLarge,
     RetryPolicy,
@@ -163,6 +164,19 @@ def test_round_trip(depo: DepoClient, name: str, capsys: pytest.CaptureFixture[s
     assert stats.observations == 1 and stats.history[0].batch_id == batch.batch_id
     summary = depo.summary(f"run-{name}", bins=4)
     assert (summary.groups, summary.rollouts, len(summary.pass_rate_histogram)) == (8, 32, 4)
+    assert batch.stats.expected_informative is not None
+    assert 0.0 < batch.stats.expected_informative <= 1.0
+
+    seen = [q.id for q in batch.prompts[:3]]
+    pred = depo.predict(f"run-{name}", prompt_ids=seen)
+    assert [x.id for x in pred.items] == seen and all(x.observations == 1 for x in pred.items)
+    assert all(0.0 < x.pass_rate < 1.0 and 0.0 <= x.p_informative <= 1.0 for x in pred.items)
+    raw = depo.predict(f"run-{name}", texts=["What is 2 + 2?", "Prove Fermat's last theorem."])
+    assert len(raw.items) == 2 and all(x.id is None for x in raw.items)
+    with pytest.raises(InvalidRequest):
+        depo.predict(f"run-{name}")
+    info = depo.predictor(f"run-{name}")
+    assert info.version is None and info.outcomes_since == 8  # 8 groups, below the first fit
     assert depo.healthy()
 
 
@@ -179,6 +193,9 @@ async def test_async_round_trip(server: LiveServer, name: str) -> None:
         assert ack.accepted == 5
         assert (await depo.get_run(f"arun-{name}")).outcomes == 5
         assert (await depo.summary(f"arun-{name}")).groups == 5
+        pred = await depo.predict(f"arun-{name}", prompt_ids=[batch.prompts[0].id])
+        assert pred.items[0].observations == 1
+        assert (await depo.predictor(f"arun-{name}")).trained_on == 0
         assert await depo.healthy()
 
 
@@ -209,6 +226,10 @@ def test_typed_errors(depo: DepoClient, name: str) -> None:
     with pytest.raises(BadRequest) as br:
         depo.report(f"run-{name}", 0, {"no-such-prompt": [1.0]})
     assert br.value.type == "invalid_input" and "no-such-prompt" in br.value.detail
+    # not JSON, so refused before sending: a DepoError, and a ValueError as before
+    with pytest.raises(InvalidRequest, match="finite"):
+        depo.report(f"run-{name}", 0, {"p0": [float("nan"), 1.0]})
+    assert issubclass(InvalidRequest, ValueError) and depo.get_run(f"run-{name}").outcomes == 0
 
 
 def test_unauthorized_and_api_key(tmp_path: Path, name: str) -> None:

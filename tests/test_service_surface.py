@@ -73,3 +73,12 @@ async def test_openapi_lists_the_contract(client: httpx.AsyncClient) -> None:
     ):
         assert path in spec["paths"], path
     assert (await client.get("/docs")).status_code == 200
+
+
+def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"DEPO_{name.upper()}" in out for name in Settings.model_fields)

@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 
 import httpx
 
+from depo_client._exceptions import InvalidRequest
 from depo_client._models import GroupResult
 from depo_client._retry import RetryPolicy
 
@@ -110,3 +111,11 @@ def run_body(
 
 def total_of(prompts: Iterable[PromptLike]) -> int | None:
     return len(prompts) if isinstance(prompts, Sized) else None
+
+
+def predict_body(prompt_ids: Sequence[str] | None, texts: Sequence[str] | None) -> dict[str, Any]:
+    if (prompt_ids is None) == (texts is None):
+        raise InvalidRequest("predict takes prompt_ids or texts, exactly one of them")
+    if prompt_ids is not None:
+        return {"prompt_ids": [str(p) for p in prompt_ids]}
+    return {"texts": list(texts or [])}

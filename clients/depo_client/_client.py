@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -18,6 +18,7 @@ from depo_client._base import (
     Settings,
     batch_body,
     chunked,
+    predict_body,
     results_json,
     run_body,
     total_of,
@@ -27,6 +28,8 @@ from depo_client._models import (
     Batch,
     Dataset,
     OutcomeAck,
+    Predictions,
+    PredictorInfo,
     Prompt,
     PromptStats,
     Run,
@@ -249,6 +252,21 @@ class DepoClient:
         return PromptStats.from_json(
             self.request("GET", f"/v1/runs/{run}/prompts/{quote(prompt_id, safe='')}")
         )
+
+    def predict(
+        self,
+        run: str,
+        *,
+        prompt_ids: Sequence[str] | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> Predictions:
+        """Estimates for stored prompts (with their history) or for raw texts (the model alone)."""
+        body = predict_body(prompt_ids, texts)
+        return Predictions.from_json(self.request("POST", f"/v1/runs/{run}/predict", json=body))
+
+    def predictor(self, run: str) -> PredictorInfo:
+        """The run's newest predictor version, what it learned from, and its calibration."""
+        return PredictorInfo.from_json(self.request("GET", f"/v1/runs/{run}/predictor"))
 
     def summary(self, run: str, *, bins: int = 10, last_steps: int = 1000) -> Summary:
         data = self.request(

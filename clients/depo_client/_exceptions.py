@@ -1,6 +1,7 @@
 """The exception tree: catch `DepoError` for everything, or one branch for what you can handle.
 
     DepoError
+    ├── InvalidRequest          refused before sending (also a ValueError): e.g. a NaN reward
     ├── TransportError          the service could not be reached (after retries)
     └── APIError                the service answered with an error body
         ├── BadRequest          400 / 422: the request breaks a rule; fix the call
@@ -23,6 +24,10 @@ import httpx
 
 class DepoError(Exception):
     """Base of every error this package raises."""
+
+
+class InvalidRequest(DepoError, ValueError):
+    """Refused before sending: the input cannot become a valid request (a NaN reward, say)."""
 
 
 class TransportError(DepoError):

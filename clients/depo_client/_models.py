@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from depo_client._exceptions import InvalidRequest
 
 
 def _dt(value: Any) -> datetime:
@@ -155,6 +158,8 @@ class BatchStats:
     survival_rate: float
     epoch: int
     strategy: str
+    expected_informative: float | None = None
+    """Mean P(a group is mixed) over the batch, under the estimates it was chosen by."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BatchStats:
@@ -164,6 +169,7 @@ class BatchStats:
             survival_rate=float(d["survival_rate"]),
             epoch=int(d["epoch"]),
             strategy=str(d["strategy"]),
+            expected_informative=_opt_float(d.get("expected_informative")),
         )
 
 
@@ -205,11 +211,13 @@ class GroupResult:
     response_lengths: Sequence[int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "prompt_id": self.prompt_id,
-            "rewards": [float(r) for r in self.rewards],
-        }
+        rewards = [float(r) for r in self.rewards]
+        if not all(math.isfinite(r) for r in rewards):
+            raise InvalidRequest(f"prompt {self.prompt_id!r}: rewards must be finite: {rewards}")
+        out: dict[str, Any] = {"prompt_id": self.prompt_id, "rewards": rewards}
         if self.mean_logprob is not None:
+            if not math.isfinite(float(self.mean_logprob)):
+                raise InvalidRequest(f"prompt {self.prompt_id!r}: mean_logprob must be finite")
             out["mean_logprob"] = float(self.mean_logprob)
         if self.response_lengths is not None:
             out["response_lengths"] = [int(n) for n in self.response_lengths]
@@ -336,4 +344,68 @@ class Summary:
                 )
                 for s in d.get("zero_variance_by_step", [])
             ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One prompt's estimate: `id` for stored prompts, None for raw texts."""
+
+    id: str | None
+    pass_rate: float
+    uncertainty: float
+    p_informative: float
+    prior: float | None
+    observations: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Prediction:
+        pid = d.get("id")
+        return cls(
+            id=None if pid is None else str(pid),
+            pass_rate=float(d["pass_rate"]),
+            uncertainty=float(d["uncertainty"]),
+            p_informative=float(d["p_informative"]),
+            prior=_opt_float(d.get("prior")),
+            observations=int(d.get("observations", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """`POST /predict`: one item per id or text, in the order sent."""
+
+    model_version: int | None
+    items: tuple[Prediction, ...]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Predictions:
+        return cls(
+            model_version=_opt_int(d.get("model_version")),
+            items=tuple(Prediction.from_json(x) for x in d["items"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorInfo:
+    """`GET /predictor`: the newest fitted version and how it did on outcomes it had not seen."""
+
+    version: int | None
+    trained_on: int
+    fitted_at: datetime | None
+    calibration: dict[str, Any]
+    outcomes_since: int
+    init_from: str | None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PredictorInfo:
+        fitted = d.get("fitted_at")
+        src = d.get("init_from")
+        return cls(
+            version=_opt_int(d.get("version")),
+            trained_on=int(d["trained_on"]),
+            fitted_at=None if fitted is None else _dt(fitted),
+            calibration=dict(d.get("calibration") or {}),
+            outcomes_since=int(d.get("outcomes_since", 0)),
+            init_from=None if src is None else str(src),
         )

@@ -35,7 +35,6 @@ import math
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from torch.utils.data import Sampler
@@ -47,6 +46,7 @@ from depo_client._fallback import Curriculum
 from depo_client._models import OutcomeAck
 
 log = logging.getLogger("depo_client")
+PREDICT_CHUNK = 10_000  # prompt ids per POST /predict (the service takes up to 100,000)
 
 __all__ = ["DepoCurriculumSampler", "DepoScorer", "MissingPromptIds", "prompt_ids"]
 
@@ -296,9 +296,9 @@ class DepoScorer:
     """The DEPO recipe's scorer interface, answered by the service.
 
     `predict(prompts)` returns each prompt's predicted pass rate (the run's posterior mean for
-    that prompt, `GET /v1/runs/{run}/prompts/{id}`); `update(prompts, mean_k, avg_log_probs)`
-    reports the groups that were rolled out. Prompts are ids, texts of the local copy, or
-    mappings with `id` / `extra_info.index` / `index`.
+    that prompt, from one `POST /v1/runs/{run}/predict`); `update(prompts, mean_k,
+    avg_log_probs)` reports the groups that were rolled out. Prompts are ids, texts of the local
+    copy, or mappings with `id` / `extra_info.index` / `index`.
 
     `mean_k` is the mean reward of a prompt's k rollouts. The service counts successes from the
     rewards themselves, so `update` sends `round(mean_k * k)` rewards of 1.0 and the rest 0.0
@@ -317,7 +317,6 @@ class DepoScorer:
         start_step: int = 0,
         default_pass_rate: float = 0.5,
         spool_path: str | os.PathLike[str] | None = None,
-        max_workers: int = 8,
     ) -> None:
         self.client = client
         self.run = run
@@ -328,7 +327,6 @@ class DepoScorer:
         self.group_size = group_size
         self.step = start_step
         self.default_pass_rate = default_pass_rate
-        self.max_workers = max_workers
 
     def resolve(self, prompt: Any) -> str:
         """The prompt id of an id, a text of the local copy, or a row mapping."""
@@ -353,15 +351,12 @@ class DepoScorer:
         ids = [self.resolve(p) for p in prompts]
         if not ids:
             return []
-
-        def one(pid: str) -> float:
-            return float(self.client.prompt_stats(self.run, pid).estimate.pass_rate)
-
         try:
-            if len(ids) == 1 or self.max_workers <= 1:
-                return [one(pid) for pid in ids]
-            with ThreadPoolExecutor(min(self.max_workers, len(ids))) as pool:
-                return list(pool.map(one, ids))
+            rates: list[float] = []
+            for start in range(0, len(ids), PREDICT_CHUNK):
+                got = self.client.predict(self.run, prompt_ids=ids[start : start + PREDICT_CHUNK])
+                rates.extend(x.pass_rate for x in got.items)
+            return rates
         except UNREACHABLE as exc:
             log.warning(
                 "depo unreachable (%s): predicting %s for %d prompts",
