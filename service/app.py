@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, exception_handlers
+from service.admin.router import router as admin_router
 from service.batches.router import router as batches_router
 from service.body_limit import BodyLimit, payload_too_large
 from service.config import Settings
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.include_router(router)
     app.include_router(v1)
     app.include_router(health_router)
+    app.include_router(admin_router)
 
     # innermost: an unhandled error becomes its 500 here, which `observe` then counts
     app.add_middleware(exception_handlers.CatchAll)

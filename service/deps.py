@@ -48,5 +48,10 @@ async def require_api_key(request: Request, state: StateDep) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <key>'")
-    if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+    if not key_is_valid(token, keys):
         raise Unauthorized("invalid API key")
+
+
+def key_is_valid(token: str, keys: list[str]) -> bool:
+    """Constant-time against every configured key."""
+    return any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.exceptions import DepoError, Unavailable
+from service.exceptions import DepoError, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class ErrorResponse(JSONResponse):
 
 async def depo_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, DepoError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": exc.challenge} if isinstance(exc, Unauthorized) else None
     return ErrorResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 

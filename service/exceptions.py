@@ -50,6 +50,13 @@ class PayloadTooLarge(DepoError):
 class Unauthorized(DepoError):
     status_code = 401
     error_type = "unauthorized"
+    challenge = "Bearer"
+
+
+class AdminUnauthorized(Unauthorized):
+    """Asks a browser for the key: its Basic auth prompt, the key as the password."""
+
+    challenge = 'Basic realm="depo admin"'
 
 
 class Unavailable(DepoError):

@@ -1,0 +1,1 @@
+"""Read-only admin pages: runs, difficulty distributions, calibration and rollout savings."""

@@ -1,0 +1,124 @@
+"""What the admin pages show, read from the same services the API uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.datasets.models import Dataset, Prompt
+from service.predictor import service as predictor
+from service.predictor.models import PredictorVersion
+from service.runs.models import Run
+from service.runs.schemas import SelectionConfig
+from service.state import AppState
+from service.stats.math import p_informative
+from service.stats.service import catch_up
+
+POOL_SAMPLE = 20_000  # prompts estimated for the pool-wide figures; enough for two decimals
+
+
+@dataclass(frozen=True)
+class RunRow:
+    name: str
+    dataset: str
+    strategy: str
+    group_size: int
+    groups: int
+    rollouts: int
+    zero_variance_share: float | None
+    predictor_version: int | None
+    created_at: datetime
+
+
+async def list_runs(session: AsyncSession) -> list[RunRow]:
+    newest = (
+        select(PredictorVersion.run_id, func.max(PredictorVersion.version).label("version"))
+        .group_by(PredictorVersion.run_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Run, Dataset.name, newest.c.version)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .outerjoin(newest, newest.c.run_id == Run.id)
+        .order_by(Run.created_at.desc())
+    )
+    return [
+        RunRow(
+            name=r.name,
+            dataset=ds,
+            strategy=r.strategy,
+            group_size=r.group_size,
+            groups=r.groups,
+            rollouts=r.rollouts,
+            zero_variance_share=r.zero_variance_groups / r.groups if r.groups else None,
+            predictor_version=version,
+            created_at=r.created_at,
+        )
+        for r, ds, version in rows.tuples()
+    ]
+
+
+async def list_datasets(session: AsyncSession) -> list[tuple[Dataset, int]]:
+    """Each dataset with how many of its prompts are embedded."""
+    embedded = (
+        select(Prompt.dataset_id, func.count(Prompt.embedding).label("n"))
+        .group_by(Prompt.dataset_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Dataset, func.coalesce(embedded.c.n, 0))
+        .outerjoin(embedded, embedded.c.dataset_id == Dataset.id)
+        .order_by(Dataset.name)
+    )
+    return [(d, int(n)) for d, n in rows.tuples()]
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """The run's current estimate over its pool (a seeded sample of it when large)."""
+
+    sampled: int
+    pass_rates: npt.NDArray[np.float64]
+    mixed: npt.NDArray[np.float64]  # P(a group of G is mixed) per sampled prompt
+
+    @property
+    def uniform_zero_variance(self) -> float:
+        """The zero-variance share a uniform pick of the pool would give, by these estimates."""
+        return float(1.0 - self.mixed.mean()) if len(self.mixed) else float("nan")
+
+
+async def pool_view(session: AsyncSession, state: AppState, run: Run, pool: int) -> PoolView:
+    cfg = SelectionConfig.model_validate(run.selection)
+    idx = np.arange(pool, dtype=np.int64)
+    if pool > POOL_SAMPLE:
+        idx = np.sort(np.random.default_rng(run.id).choice(pool, POOL_SAMPLE, replace=False))
+    await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
+    prior = await predictor.priors(state, session, run.id)
+    est = await predictor.estimate(state, run.id, cfg, prior, idx, max(run.max_step, 0))
+    mean = est.alpha / (est.alpha + est.beta)
+    return PoolView(len(idx), mean, p_informative(est.alpha, est.beta, run.group_size))
+
+
+@dataclass(frozen=True)
+class Savings:
+    """Rollouts spent per informative group here, against uniform sampling of the same pool."""
+
+    informative_groups: int
+    rollouts: int
+    per_informative: float | None
+    uniform_per_informative: float | None
+    saved_rollouts: float | None
+
+
+def savings(run: Run, view: PoolView) -> Savings:
+    informative = run.groups - run.zero_variance_groups
+    per = run.rollouts / informative if informative else None
+    zv_u = view.uniform_zero_variance
+    uniform = run.group_size / (1.0 - zv_u) if 0.0 <= zv_u < 1.0 else None
+    saved = informative * uniform - run.rollouts if uniform is not None and informative else None
+    return Savings(informative, run.rollouts, per, uniform, saved)
