@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -119,8 +120,11 @@ class CatchAll:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DepoError, depo_error_handler)
-    app.add_exception_handler(RedisConnectionError, cache_error_handler)
-    app.add_exception_handler(RedisTimeoutError, cache_error_handler)
+    # transient: down, restarting, loading, stalled, failing over, out of memory
+    for transient in (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError):
+        app.add_exception_handler(transient, cache_error_handler)
+    # a ConnectionError too, but retrying cannot fix a wrong password: a 500 for the operator
+    app.add_exception_handler(AuthenticationError, unhandled_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

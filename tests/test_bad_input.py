@@ -427,3 +427,44 @@ async def test_prompt_ids_with_slashes_are_reachable(client: httpx.AsyncClient, 
     await make_run(client, f"r-{uid}", f"sl-{uid}", group_size=4)
     stats = await client.get(f"/v1/runs/r-{uid}/prompts/aime%2F2024%2F7")
     assert stats.status_code == 200 and stats.json()["id"] == "aime/2024/7"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("prompts", '{"prompts": [{"id": "bad \\ud800 id", "text": "x"}]}'),
+        ("prompts", '{"prompts": [{"id": "x", "text": "x", "metadata": {"k": "\\udfff"}}]}'),
+        ("prompts", '{"prompts": [{"id": "x", "text": "x", "metadata": {"\\ud800": 1}}]}'),
+    ],
+    ids=["id", "metadata-value", "metadata-key"],
+)
+async def test_lone_surrogates_anywhere_are_422(
+    client: httpx.AsyncClient, uid: str, path: str, body: str
+) -> None:
+    await client.post("/v1/datasets", json={"name": f"u-{uid}"})
+    r = await client.post(
+        f"/v1/datasets/u-{uid}/{path}",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith("prompts.0.")
+    assert (await client.get(f"/v1/datasets/u-{uid}")).json()["prompt_count"] == 0
+
+
+async def test_lone_surrogates_in_outcomes_batches_and_predict_are_422(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    bodies = {
+        "outcomes": '{"step": 1, "results": [{"prompt_id": "\\ud800", "rewards": [1, 0]}]}',
+        "batches": '{"step": 1, "size": 2, "partition": "\\ud800"}',
+        "predict": '{"texts": ["\\ud800"]}',
+    }
+    for endpoint, body in bodies.items():
+        r = await client.post(
+            f"/v1/runs/{run}/{endpoint}",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, (endpoint, r.text)

@@ -90,7 +90,9 @@ async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
     async with engine.begin() as conn:
         row = (await conn.execute(text("SELECT id, selection FROM runs WHERE name = 'odd'"))).one()
         sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
-        sel |= {"window_lo": 0.9, "window_hi": 0.1, "n_min": 6, "n_max": 3, "prior_beta": 1e-300}
+        # group_size is 8: a budget's n_min above it, n_max below n_min
+        sel |= {"window_lo": 0.9, "window_hi": 0.1, "budget": True, "n_min": 12, "n_max": 3}
+        sel["prior_beta"] = 1e-300
         await conn.execute(
             text("UPDATE runs SET selection = :s WHERE id = :i"),
             {"s": json.dumps(sel), "i": row.id},
@@ -104,5 +106,5 @@ async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
         batch = await c.post("/v1/runs/odd/batches", json={"step": 0, "size": 5})
         assert batch.status_code == 200, batch.text
     assert (sel["window_lo"], sel["window_hi"]) == (0.1, 0.9)
-    assert (sel["n_min"], sel["n_max"]) == (6, 6)
+    assert (sel["n_min"], sel["n_max"]) == (8, 8)
     assert sel["prior_beta"] == 1e-3 and sel["prior_alpha"] == 1.0

@@ -317,6 +317,7 @@ class DepoScorer:
         start_step: int = 0,
         default_pass_rate: float = 0.5,
         spool_path: str | os.PathLike[str] | None = None,
+        max_workers: int | None = None,  # unused since predict is one request; kept for callers
     ) -> None:
         self.client = client
         self.run = run

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.common import ClientId, Name
+from service.common import ClientId, Name, Text, utf8
 
 EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "client"]
 DEFAULT_EMBEDDER: EmbedderName = "ngrams"
@@ -35,7 +35,7 @@ class PromptIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: ClientId
-    text: str = Field(min_length=1, max_length=200_000)
+    text: Text = Field(min_length=1, max_length=200_000)
     metadata: dict[str, Any] | None = None
     # bounded so that the squared norm stays finite in float32
     embedding: list[Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]] | None = Field(
@@ -44,14 +44,18 @@ class PromptIn(BaseModel):
 
     @field_validator("metadata")
     @classmethod
-    def _finite(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        """JSON has no NaN or infinity; Python's parser accepts them, and they'd come back null."""
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """JSON has no NaN or infinity (Python's parser takes them; they'd come back null), and
+        UTF-8 no lone surrogates (the database and the content hash need it)."""
         stack: list[Any] = [value]
         while stack:
             item = stack.pop()
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"metadata holds a non-finite number ({item})")
-            if isinstance(item, dict):
+            if isinstance(item, str):
+                utf8(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
                 stack.extend(item.values())
             elif isinstance(item, list):
                 stack.extend(item)

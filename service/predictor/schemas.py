@@ -7,14 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.common import ClientId
+from service.common import ClientId, Text
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_ids: list[ClientId] | None = Field(None, min_length=1, max_length=100_000)
-    texts: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    texts: list[Text] | None = Field(None, min_length=1, max_length=10_000)
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
