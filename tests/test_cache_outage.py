@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -33,13 +34,23 @@ def _free_port() -> int:
 class RedisProcess:
     """A throwaway redis-server without persistence: a restart comes back empty."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *extra: str) -> None:
         self.port = port
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.extra,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -68,9 +79,23 @@ def redis_process() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
+def locked_redis() -> Iterator[RedisProcess]:
+    proc = RedisProcess(_free_port(), "--requirepass", "sekret")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
 async def outage_client(
     redis_process: RedisProcess, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
+    async with _service(redis_process, tmp_path) as c:
+        yield c
+
+
+@asynccontextmanager
+async def _service(redis_process: RedisProcess, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     db = f"depo_outage_{uuid.uuid4().hex[:10]}"
     await _admin(f'CREATE DATABASE "{db}"')
     settings = Settings(
@@ -140,3 +165,15 @@ async def test_redis_outage_is_503_and_restart_keeps_counts_exact(
     for pid, successes in tally.items():
         got = (await c.get(f"/v1/runs/r/prompts/{pid}")).json()
         assert got["successes"] == successes, pid
+
+
+async def test_a_wrong_redis_password_is_a_500_not_a_retry(
+    locked_redis: RedisProcess, tmp_path: Path
+) -> None:
+    """Retrying cannot fix the service's configuration: no 503, no Retry-After."""
+    async with _service(locked_redis, tmp_path) as c:
+        await make_dataset(c, "d", 10)
+        await make_run(c, "r", "d")
+        r = await c.get("/v1/runs/r/prompts/p0")
+        assert r.status_code == 500 and r.json()["type"] == "internal_error"
+        assert "retry-after" not in r.headers
