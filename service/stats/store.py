@@ -11,7 +11,6 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from service.stats.math import PromptStats, add_group
@@ -129,16 +128,6 @@ class RedisHotStore:
         return int(raw) if raw is not None else 0
 
     async def apply(
-        self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
-    ) -> bool:
-        try:
-            return await self._apply(run_id, expect_seq, new_seq, groups, discount)
-        except RedisConnectionError:
-            # a watched transaction is not retried by the client; this one is safe to redo,
-            # since it checks the seq again (a connection left stale by a Redis restart)
-            return await self._apply(run_id, expect_seq, new_seq, groups, discount)
-
-    async def _apply(
         self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
     ) -> bool:
         key = self._key(run_id)
