@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +47,24 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
+async def _rewrite_selection(
+    settings: Settings, run: str, edit: Callable[[dict[str, Any]], object]
+) -> None:
+    """Change a stored run's selection in place, as older code could have stored it."""
+    engine = create_async_engine(settings.async_database_url)
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(text("SELECT id, selection FROM runs WHERE name = :n"), {"n": run})
+        ).one()
+        sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
+        edit(sel)
+        await conn.execute(
+            text("UPDATE runs SET selection = :s WHERE id = :i"),
+            {"s": json.dumps(sel), "i": row.id},
+        )
+    await engine.dispose()
+
+
 async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> None:
     await upgrade(fresh, BEFORE_FLOOR)
     async with _client(fresh) as c:
@@ -56,16 +75,7 @@ async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> N
                 body["selection"] = {"min_prior_strength": 6.0}
             assert (await c.post("/v1/runs", json=body)).status_code == 201
     # what a run stored before the field existed: its selection without the key
-    engine = create_async_engine(fresh.async_database_url)
-    async with engine.begin() as conn:
-        row = (await conn.execute(text("SELECT id, selection FROM runs WHERE name = 'old'"))).one()
-        sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
-        sel.pop("min_prior_strength")
-        await conn.execute(
-            text("UPDATE runs SET selection = :s WHERE id = :i"),
-            {"s": json.dumps(sel), "i": row.id},
-        )
-    await engine.dispose()
+    await _rewrite_selection(fresh, "old", lambda sel: sel.pop("min_prior_strength"))
     await upgrade(fresh)
     async with _client(fresh) as c:
         old = (await c.get("/v1/runs/old")).json()["selection"]
@@ -85,19 +95,10 @@ async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
         await c.post("/v1/datasets/d/prompts", json={"prompts": prompts})
         body = {"name": "odd", "dataset": "d", "group_size": 8, "strategy": "window"}
         assert (await c.post("/v1/runs", json=body)).status_code == 201
-    # what older code let a run store, and the new settings refuse
-    engine = create_async_engine(fresh.async_database_url)
-    async with engine.begin() as conn:
-        row = (await conn.execute(text("SELECT id, selection FROM runs WHERE name = 'odd'"))).one()
-        sel = row.selection if isinstance(row.selection, dict) else json.loads(row.selection)
-        # group_size is 8: a budget's n_min above it, n_max below n_min
-        sel |= {"window_lo": 0.9, "window_hi": 0.1, "budget": True, "n_min": 12, "n_max": 3}
-        sel["prior_beta"] = 1e-300
-        await conn.execute(
-            text("UPDATE runs SET selection = :s WHERE id = :i"),
-            {"s": json.dumps(sel), "i": row.id},
-        )
-    await engine.dispose()
+    # what older code let a run store, and the new settings refuse (group_size is 8: a
+    # budget's n_min above it, n_max below n_min)
+    odd = {"window_lo": 0.9, "window_hi": 0.1, "budget": True, "n_min": 12, "n_max": 3}
+    await _rewrite_selection(fresh, "odd", lambda sel: sel.update(odd, prior_beta=1e-300))
     await upgrade(fresh)
     async with _client(fresh) as c:
         r = await c.get("/v1/runs/odd")
