@@ -87,6 +87,18 @@ def locked_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
+def read_only_redis() -> Iterator[RedisProcess]:
+    """A replica: what a client still pointed at the old primary sees after a failover."""
+    primary = RedisProcess(_free_port())
+    primary.start()
+    replica = RedisProcess(_free_port(), "--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    yield replica
+    replica.stop()
+    primary.stop()
+
+
+@pytest.fixture
 async def outage_client(
     redis_process: RedisProcess, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
@@ -177,3 +189,14 @@ async def test_a_wrong_redis_password_is_a_500_not_a_retry(
         r = await c.get("/v1/runs/r/prompts/p0")
         assert r.status_code == 500 and r.json()["type"] == "internal_error"
         assert "retry-after" not in r.headers
+
+
+async def test_a_read_only_redis_is_a_503(read_only_redis: RedisProcess, tmp_path: Path) -> None:
+    async with _service(read_only_redis, tmp_path) as c:
+        await make_dataset(c, "d", 10)
+        await make_run(c, "r", "d", strategy="uniform")
+        late = [{"prompt_id": "p1", "rewards": [1.0, 0.0] * 4}]
+        ack = await c.post("/v1/runs/r/outcomes", json={"step": 0, "results": late})
+        assert ack.status_code == 200  # the log takes it; folding it into Redis cannot
+        r = await c.get("/v1/runs/r/prompts/p1")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
