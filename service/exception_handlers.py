@@ -81,9 +81,13 @@ async def http_error_handler(request: Request, exc: Exception) -> ErrorResponse:
     )
 
 
-async def unhandled_error_handler(request: Request, exc: Exception) -> ErrorResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+def _internal_error(method: str | None, path: str | None) -> ErrorResponse:
+    log.exception("unhandled error on %s %s", method, path)
     return ErrorResponse({"type": "internal_error", "detail": "internal server error"}, 500)
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> ErrorResponse:
+    return _internal_error(request.method, request.url.path)
 
 
 class CatchAll:
@@ -113,9 +117,7 @@ class CatchAll:
         except Exception:
             if started:
                 raise
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            body = {"type": "internal_error", "detail": "internal server error"}
-            await ErrorResponse(body, status_code=500)(scope, receive, send)
+            await _internal_error(scope.get("method"), scope.get("path"))(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

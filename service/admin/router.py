@@ -7,11 +7,9 @@ import binascii
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from service.admin import pages
 from service.admin import service as admin
-from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep, key_is_valid
 from service.exceptions import AdminUnauthorized
 from service.predictor import service as predictor
@@ -50,9 +48,6 @@ async def index(session: ReadSessionDep) -> HTMLResponse:
 async def run_page(run: str, session: ReadSessionDep, state: StateDep) -> HTMLResponse:
     r = await runs.get_by_name(session, run)
     summary = await summarize(session, state, r, bins=10, last_steps=1000)
-    pool = (
-        await session.execute(select(Dataset.prompt_count).where(Dataset.id == r.dataset_id))
-    ).scalar_one()
-    view = await admin.pool_view(session, state, r, pool)
+    view = await admin.pool_view(session, state, r, summary.pool)
     version = await predictor.latest(session, r.id, blobs=False)
     return HTMLResponse(pages.run_page(r, summary, view, admin.savings(r, view), version))
