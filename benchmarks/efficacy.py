@@ -1,6 +1,8 @@
 """End-to-end efficacy: rollouts each selection method needs for the same held-out gain.
 
 Run: `.venv/bin/python -m benchmarks.efficacy [--seeds 3] [--pool 4000] [--backend embedded]`.
+A real step takes about a minute and a predictor fit a few seconds, so each method waits out
+its due fits before the next simulated step (`--no-sync-fits` does not: faster, less real).
 Every method drives a real service over HTTP, as a trainer would, on identical seeds; the
 simulated policy (benchmarks/simulator.py) rolls out and learns. Prints a markdown table and
 writes `benchmarks/results/efficacy.png` (held-out pass rate against rollouts).
@@ -14,6 +16,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,13 @@ class Sim:
         return Policy(self.pool, self.heldout, self.emb, self.model, self.seed)
 
 
-def run_method(c: httpx.Client, m: Method, dataset: str, sim: Sim) -> Trace:
+OnServed = Callable[[str, int, list[int], Policy], None]
+
+
+def run_method(
+    c: httpx.Client, m: Method, dataset: str, sim: Sim, on_served: OnServed | None = None
+) -> Trace:
+    """One method's run; `on_served(run, step, pool positions, policy)` sees each batch first."""
     pool, seed, budget, batch, g = sim.pool, sim.seed, sim.budget, sim.batch, sim.g
     warmup_steps = sim.warmup_steps
     policy = sim.policy()
@@ -137,6 +146,8 @@ def run_method(c: httpx.Client, m: Method, dataset: str, sim: Sim) -> Trace:
             t_service += time.perf_counter() - t
             r.raise_for_status()
             b = r.json()
+            if on_served is not None:
+                on_served(run, step, [index[p["id"]] for p in b["prompts"]], policy)
             results = []
             for p in b["prompts"]:
                 n = p["n"] if m.use_n and p.get("n") else g
@@ -254,10 +265,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--sync-fits",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help=(
             "wait out each due predictor fit before the next step, as a real step (a minute) "
-            "would; by default simulated steps run on and the fit lags by dozens of them"
+            "would; with --no-sync-fits simulated steps run on and the fit lags by dozens of "
+            "them, so the figures depend on how fast the machine is"
         ),
     )
     ap.add_argument(
@@ -294,15 +307,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
         for seed in range(args.seeds):
             pool, heldout = load_problems(args.pool, args.heldout, seed)
             emb = embed(pool.texts + heldout.texts)
-            dataset = f"sim-{seed}-{uuid.uuid4().hex[:6]}"
-            body = {"name": dataset} | ({"embedder": args.embedder} if args.embedder else {})
-            c.post("/v1/datasets", json=body).raise_for_status()
-            prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
-            for start in range(0, len(prompts), 5000):
-                c.post(
-                    f"/v1/datasets/{dataset}/prompts",
-                    json={"prompts": prompts[start : start + 5000]},
-                ).raise_for_status()
+            dataset = upload(c, pool, seed, args.embedder)
             sim = Sim(
                 pool,
                 heldout,
@@ -327,6 +332,19 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
                 _progress(seed, ORACLE, tr, t0)
     report(traces, budget, args)
     return traces
+
+
+def upload(c: httpx.Client, pool: Problems, seed: int, embedder: str | None) -> str:
+    """The pool as a new dataset (the service embeds it in the background); its name."""
+    dataset = f"sim-{seed}-{uuid.uuid4().hex[:6]}"
+    body = {"name": dataset} | ({"embedder": embedder} if embedder else {})
+    c.post("/v1/datasets", json=body).raise_for_status()
+    prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
+    for start in range(0, len(prompts), 5000):
+        c.post(
+            f"/v1/datasets/{dataset}/prompts", json={"prompts": prompts[start : start + 5000]}
+        ).raise_for_status()
+    return dataset
 
 
 def _progress(seed: int, name: str, tr: Trace, t0: float) -> None:

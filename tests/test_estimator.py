@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 from service.estimator import (
@@ -72,6 +73,16 @@ def test_minilm_embedder_small() -> None:
     assert a.shape == (3, 384) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(emb.embed(TEXTS[:1])[0], a[0], atol=1e-5)
+
+
+def test_ngrams_minilm_embedder_keeps_both_blocks() -> None:
+    emb = get_embedder("ngrams-minilm")
+    both = emb.embed(TEXTS[:3])
+    grams, minilm = get_embedder("ngrams").embed(TEXTS[:3]), get_embedder("minilm").embed(TEXTS[:3])
+    assert sp.isspmatrix_csr(both) and both.shape == (3, 2**18 + 384) == (3, emb.dim)
+    np.testing.assert_allclose(both[:, : 2**18].toarray(), grams.toarray(), atol=1e-6)
+    np.testing.assert_allclose(both[:, 2**18 :].toarray(), minilm, atol=1e-5)
+    assert both.has_sorted_indices
 
 
 def test_text_features_shape_and_signal() -> None:
@@ -163,6 +174,9 @@ def test_model_inputs_and_blocks() -> None:
     assert not model_inputs(emb, None)[:, -N_FEATURES:].any()
     assert input_blocks("hashing", emb.shape[1]) == (emb.shape[1], N_FEATURES)
     assert input_blocks("hybrid", emb.shape[1] + 384) == (emb.shape[1], 384, N_FEATURES)
+    assert input_blocks("ngrams-minilm", 2**18 + 384) == (2**18, 384, N_FEATURES)
+    with pytest.raises(ValueError, match="ngrams-minilm embeddings must have width"):
+        input_blocks("ngrams-minilm", emb.shape[1] + 384)
     with pytest.raises(ValueError):
         model_inputs(emb, TEXTS[:2])
 

@@ -115,7 +115,7 @@ async def test_client_embeddings(client: httpx.AsyncClient, state: AppState, uid
     assert r.status_code == 422 and r.json()["field"] == "prompts.0.embedding"
 
 
-@pytest.mark.parametrize("embedder", ["hashing", "ngrams"])
+@pytest.mark.parametrize("embedder", ["hashing", "ngrams", "ngrams-minilm"])
 async def test_fit_learns_difficulty_from_outcomes(
     client: httpx.AsyncClient, state: AppState, uid: str, embedder: str
 ) -> None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.common import ClientId, Name, Text, utf8
 
-EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "client"]
+EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "ngrams-minilm", "client"]
 DEFAULT_EMBEDDER: EmbedderName = "ngrams"
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .embedders import HashingEmbedder, MiniLMEmbedder
+from .embedders import HashingEmbedder, MiniLMEmbedder, NgramsEmbedder
 from .features import N_FEATURES, text_features
 from .sparse import as_inputs, is_sparse
 
@@ -31,11 +31,18 @@ def model_inputs(embeddings: Any, texts: Sequence[str] | None) -> Any:
     return np.hstack([emb, feats])
 
 
+# embedders that put MiniLM's columns beside another block: the first block's embedder
+_WITH_MINILM: dict[str, type[HashingEmbedder | NgramsEmbedder]] = {
+    "hybrid": HashingEmbedder,
+    "ngrams-minilm": NgramsEmbedder,
+}
+
+
 def input_blocks(embedder: str, embedding_dim: int) -> tuple[int, ...]:
     """Block layout for FitConfig.blocks, so each embedder keeps its own scale."""
-    if embedder == "hybrid":
-        minilm = MiniLMEmbedder().dim
-        if embedding_dim != HashingEmbedder().dim + minilm:
-            raise ValueError(f"hybrid embeddings must have width {HashingEmbedder().dim + minilm}")
-        return (embedding_dim - minilm, minilm, N_FEATURES)
+    if embedder in _WITH_MINILM:
+        first, minilm = _WITH_MINILM[embedder]().dim, MiniLMEmbedder().dim
+        if embedding_dim != first + minilm:
+            raise ValueError(f"{embedder} embeddings must have width {first + minilm}")
+        return (first, minilm, N_FEATURES)
     return (embedding_dim, N_FEATURES)
