@@ -1,7 +1,7 @@
 """Cold start through the API: fit on 80% of deepscaler_passrate_dev, predict the unseen fifth.
 
-Run: `.venv/bin/python -m benchmarks.cold_start_api [--embedder ngrams hashing] [--timings]
-[--no-math-levels]`.
+Run: `.venv/bin/python -m benchmarks.cold_start_api [--embedder ngrams hashing] [--folds 5]
+[--timings] [--no-math-levels]`. `--folds K` cross-validates instead of the one seeded split.
 
 For each embedder it starts a real `depo serve` on the embedded default, uploads the training
 prompts only, and opens two runs on them. One reports each prompt's true pass rate (its 128
@@ -108,8 +108,9 @@ def run_embedder(
         httpx.Client(base_url=url, timeout=300) as c,
     ):
         train_ids, train_texts = [ids[i] for i in tr], [texts[i] for i in tr]
-        took = _upload(c, "train", embedder, train_ids, train_texts)
-        _log(f"  {embedder}: {len(tr)} prompts uploaded and embedded in {took:.1f} s")
+        if labels:
+            took = _upload(c, "train", embedder, train_ids, train_texts)
+            _log(f"  {embedder}: {len(tr)} prompts uploaded and embedded in {took:.1f} s")
         for r, (kind, (succ, n)) in enumerate(labels.items()):
             pred, fit_s = _fit_predict(
                 c, f"cold-{r}", "train", train_ids, succ[tr], n, [texts[i] for i in te]
@@ -275,23 +276,27 @@ def main() -> None:
         "true rates": (succ, int(samples[0])),
         f"one group of {GROUP}": (rng.binomial(GROUP, p), GROUP),
     }
-    if args.folds > 1:
-        cross_validate(args.folds, args.embedder, texts, ids, perm, labels, p)
-        return
-    tr, te = perm[: int(0.8 * len(perm))], perm[int(0.8 * len(perm)) :]
-    print(
-        f"\n## Cold start through the API (train {len(tr)}, held out {len(te)} never uploaded, "
-        f"seed {args.seed})\n"
-    )
-    print(HEADER)
     math = None if args.no_math_levels else load_math_levels()
     by_level: dict[str, dict[str, float]] = {}
-    for embedder in args.embedder:
-        rows_out, levels = run_embedder(embedder, texts, ids, tr, te, labels, p, math)
-        for kind, m in rows_out:
-            print(_row(f"`{embedder}`", kind, m), flush=True)
-        if levels is not None:
-            by_level[embedder] = levels
+    if args.folds > 1:
+        cross_validate(args.folds, args.embedder, texts, ids, perm, labels, p)
+        for embedder in args.embedder if math is not None else []:
+            _, levels = run_embedder(embedder, texts, ids, perm[:0], perm[:0], {}, p, math)
+            if levels is not None:
+                by_level[embedder] = levels
+    else:
+        tr, te = perm[: int(0.8 * len(perm))], perm[int(0.8 * len(perm)) :]
+        print(
+            f"\n## Cold start through the API (train {len(tr)}, held out {len(te)} never "
+            f"uploaded, seed {args.seed})\n"
+        )
+        print(HEADER)
+        for embedder in args.embedder:
+            rows_out, levels = run_embedder(embedder, texts, ids, tr, te, labels, p, math)
+            for kind, m in rows_out:
+                print(_row(f"`{embedder}`", kind, m), flush=True)
+            if levels is not None:
+                by_level[embedder] = levels
     if math is not None:
         print(
             f"\n## MATH levels through the API (train {len(math['train_ids'])}, one group of "

@@ -185,6 +185,10 @@ def _await_fit(c: httpx.Client, run: str, first: int, every: int, timeout: float
         if groups - trained < (every if trained else first):
             return
         time.sleep(0.05)
+    print(
+        f"  {run}: no fit within {timeout:.0f} s (prompts not embedded yet?); going on",
+        file=sys.stderr,
+    )
 
 
 ORACLE = "oracle: true pass rates (reference)"
