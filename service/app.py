@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from service.migrate import upgrade
 from service.observability.metrics import Metrics
 from service.observability.router import router as health_router
 from service.outcomes.router import router as outcomes_router
+from service.predictor import service as predictor
 from service.predictor.router import router as predictor_router
 from service.runs.router import router as runs_router
 from service.state import AppState
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedding_jobs=embedding_jobs,
             jobs=jobs,
         )
+        embedding_jobs.on_embedded = functools.partial(predictor.fit_runs_of, app.state.depo)
         await embedding_jobs.resume_all()
         jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
         log.info(

@@ -38,6 +38,12 @@ class Jobs:
             if key not in self._again:
                 return
 
+    async def settle(self, key: str) -> None:
+        """Wait until the job of this key, if any, has finished (its re-runs included)."""
+        task = self._tasks.get(key)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def idle(self) -> None:
         """Wait until no job runs (new jobs spawned meanwhile are waited for too)."""
         while pending := [t for t in self._tasks.values() if not t.done()]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from service.predictor import service as predictor
+from service.runs import service as runs
 from service.state import AppState
+from tests.conftest import make_dataset, make_run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepscaler_passrate_dev.jsonl"
 
@@ -349,3 +352,45 @@ async def test_served_drift_reads_only_served_groups_with_history(
     # these groups pass more often than their served estimates, shrunk toward the flat prior,
     # expect (how much depends on the run's seeded order, so only the sign is fixed)
     assert value > 0.0
+
+
+class _Gated:
+    """An embedder that waits for the test's signal: embedding that lags the outcomes."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+        self.name, self.dim = inner.name, inner.dim
+
+    def embed(self, texts: Any) -> Any:
+        assert self.gate.wait(30), "the test never opened the gate"
+        return self.inner.embed(texts)
+
+
+async def test_fit_due_before_embedding_runs_once_embedded(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """Outcomes that made a fit due while nothing was embedded still get it, with no new ones."""
+    gate = threading.Event()
+    real = state.embedding_jobs.embedders
+
+    class GatedEmbedders:
+        async def get(self, name: str) -> Any:
+            return _Gated(await real.get(name), gate)
+
+    state.embedding_jobs.embedders = GatedEmbedders()  # type: ignore[assignment]
+    try:
+        rows = await make_dataset(client, f"ds-{uid}", 40)
+        await make_run(client, f"run-{uid}", f"ds-{uid}", selection={"fit_min_outcomes": 20})
+        results = [{"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4} for p in rows[:30]]
+        r = await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+        assert r.json()["accepted"] == 30
+        async with state.read_sessionmaker() as session:
+            run_id = (await runs.get_by_name(session, f"run-{uid}")).id
+        await state.jobs.settle(f"fit:{run_id}")  # the due fit ran, and found nothing embedded
+        assert (await client.get(f"/v1/runs/run-{uid}/predictor")).json()["version"] is None
+    finally:
+        gate.set()
+        state.embedding_jobs.embedders = real
+    await state.jobs.idle()
+    info = (await client.get(f"/v1/runs/run-{uid}/predictor")).json()
+    assert info["version"] == 1 and info["trained_on"] == 30

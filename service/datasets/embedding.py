@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,8 @@ class EmbeddingJobs:
         self.read_sessionmaker = read_sessionmaker
         self.embedders = embedders
         self.jobs = jobs
+        # after a pass embedded something: fits that were due while nothing was embedded
+        self.on_embedded: Callable[[int], Awaitable[None]] | None = None
 
     def kick(self, dataset_id: int) -> None:
         """Start embedding a dataset's pending prompts, or go round again after the current pass."""
@@ -164,6 +167,8 @@ class EmbeddingJobs:
                 dataset_id,
                 time.perf_counter() - t0,
             )
+            if self.on_embedded is not None:
+                await self.on_embedded(dataset_id)
         return done
 
     async def _chunk(self, dataset_id: int) -> int:

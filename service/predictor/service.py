@@ -10,6 +10,7 @@ the outcomes that arrived since the previous one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ async def model(
         cached = (row.version, PredictorState.from_bytes(row.state))
         state.predictor_cache.states[run_id] = cached
     return cached
+
+
+async def fit_runs_of(state: AppState, dataset_id: int) -> None:
+    """Newly embedded prompts: a fit that was due with nothing embedded runs now, not later."""
+    async with state.read_sessionmaker() as session:
+        ids = (await session.execute(select(Run.id).where(Run.dataset_id == dataset_id))).scalars()
+        run_ids = list(ids)
+    for run_id in run_ids:
+        state.jobs.spawn(f"fit:{run_id}", functools.partial(maybe_fit, state, run_id))
 
 
 async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:
