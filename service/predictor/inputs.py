@@ -69,10 +69,10 @@ def _place_rows(
     counts[idx[order]] = np.diff(vecs.indptr)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     x = sp.csr_matrix((vecs.data, vecs.indices, indptr), shape=(size, vecs.shape[1]))
+    # idf for the n-gram block only: MiniLM's dense block beside it (`ngrams-minilm`) keeps 1
+    grams = input_blocks(embedder, x.shape[1] - N_FEATURES)[0]
     weights = np.ones(x.shape[1])
-    weights[: x.shape[1] - N_FEATURES] = document_frequency_weights(
-        vecs, slice(0, x.shape[1] - N_FEATURES)
-    )
+    weights[:grams] = document_frequency_weights(vecs, slice(0, grams))
     return DatasetInputs(x, mask, weights.astype(np.float32))
 
 
