@@ -37,4 +37,4 @@ async def report_outcomes(
 
 async def after_ingest(state: AppState, run_id: int) -> None:
     state.jobs.spawn(f"refresh:{run_id}", lambda: stats.refresh(state, run_id))
-    state.jobs.spawn(f"fit:{run_id}", lambda: predictor.maybe_fit(state, run_id))
+    predictor.schedule_fit(state, run_id)

@@ -108,7 +108,12 @@ async def fit_runs_of(state: AppState, dataset_id: int) -> None:
         ids = (await session.execute(select(Run.id).where(Run.dataset_id == dataset_id))).scalars()
         run_ids = list(ids)
     for run_id in run_ids:
-        state.jobs.spawn(f"fit:{run_id}", functools.partial(maybe_fit, state, run_id))
+        schedule_fit(state, run_id)
+
+
+def schedule_fit(state: AppState, run_id: int) -> None:
+    """The run's one background fit job: a request while it runs makes it check once more."""
+    state.jobs.spawn(f"fit:{run_id}", functools.partial(maybe_fit, state, run_id))
 
 
 async def maybe_fit(state: AppState, run_id: int, *, force: bool = False) -> int | None:

@@ -30,7 +30,7 @@ async def create_run(
 
 
 async def _warm_start(state: AppState, run_id: int) -> None:
-    state.jobs.spawn(f"fit:{run_id}", lambda: predictor.maybe_fit(state, run_id))
+    predictor.schedule_fit(state, run_id)
 
 
 @router.get("/{run}", response_model=RunRead)
