@@ -7,6 +7,12 @@ policy that learns). At checkpoints it asks the service for estimates (`POST /pr
 compares them with the current true pass rate: on prompts already seen, against the last raw
 observation k/n and an undiscounted Beta posterior; on held-out prompts never uploaded (sent
 as raw texts), the predictor alone.
+
+Spearman against labels that tie (a fifth are exactly 0) favours k/n, whose own ties line up
+with them. Two extra columns show what the estimate's order is worth inside k/n's ties: k/n
+with its ties broken by the estimate (the best any estimate that keeps k/n's order can do),
+and the estimate's Spearman inside each tie. After the table, the same for a tie-break by the
+true rate plus noise: how good an order inside the ties would have to be to beat k/n.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 
 import httpx
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from benchmarks._server import serve
 from benchmarks.simulator import load_problems
@@ -45,6 +51,7 @@ def main() -> None:
     n_sum = np.zeros(len(pool.ids))
     last = np.full(len(pool.ids), np.nan)
     rows = []
+    first: tuple[np.ndarray, np.ndarray] | None = None
     with (
         serve("embedded", env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
         httpx.Client(base_url=url, timeout=120) as c,
@@ -112,6 +119,8 @@ def main() -> None:
             # against tied labels; the fair yardstick for such an estimate is k/n with its
             # ties broken at random (own generator: the replay's draws stay as they were)
             jitter = np.random.default_rng(step).random(len(pick)) * 1e-6
+            if first is None:
+                first = (last[pick].copy(), truth)
             rows.append(
                 (
                     step + 1,
@@ -123,6 +132,8 @@ def main() -> None:
                     spearmanr(last[pick], truth).statistic,
                     spearmanr(last[pick] + jitter, truth).statistic,
                     spearmanr(undiscounted, truth).statistic,
+                    spearmanr(broken_by(last[pick], e), truth).statistic,
+                    within_ties(last[pick], e, truth),
                     np.abs(e - truth).mean(),
                     np.abs(last[pick] - truth).mean(),
                     np.abs(undiscounted - truth).mean(),
@@ -141,16 +152,52 @@ def main() -> None:
     )
     print(
         "| step | predictor (prior strength) | prompts seen | Spearman seen: estimate / last k/n / "
-        "k/n, ties broken at random / undiscounted | "
-        "MAE seen: estimate / last k/n / undiscounted | Spearman seen, label > 0: estimate / "
+        "k/n, ties broken at random / undiscounted | Spearman seen: k/n, ties broken by the "
+        "estimate / estimate inside ties | MAE seen: estimate / last k/n / undiscounted | Spearman seen, label > 0: estimate / "
         "last k/n | held-out Spearman | held-out MAE |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.3f} / {r[4]:.3f} / {r[5]:.3f} / {r[6]:.3f} | "
-            f"{r[7]:.3f} / {r[8]:.3f} / {r[9]:.3f} | {r[10]:.3f} / {r[11]:.3f} | {r[12]:.3f} | "
-            f"{r[13]:.3f} |"
+            f"{r[7]:.3f} / {r[8]:.3f} | {r[9]:.3f} / {r[10]:.3f} / {r[11]:.3f} | "
+            f"{r[12]:.3f} / {r[13]:.3f} | {r[14]:.3f} | {r[15]:.3f} |"
+        )
+    if first is not None:
+        _tie_yardstick(*first, args.seed)
+
+
+def broken_by(last: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """k/n with its ties ordered by `by`: a nudge smaller than the gap between two levels."""
+    return last + 1e-6 * rankdata(by) / len(by)
+
+
+def within_ties(last: np.ndarray, by: np.ndarray, truth: np.ndarray) -> float:
+    """Spearman of `by` against the truth inside each tie of k/n, weighted by the tie's size."""
+    total = weight = 0.0
+    for level in np.unique(last):
+        inside = last == level
+        if inside.sum() >= 20 and truth[inside].std() > 0 and by[inside].std() > 0:
+            total += inside.sum() * spearmanr(by[inside], truth[inside]).statistic
+            weight += inside.sum()
+    return total / weight if weight else float("nan")
+
+
+def _tie_yardstick(last: np.ndarray, truth: np.ndarray, seed: int) -> None:
+    """How good an order inside k/n's ties must be before breaking them beats keeping them."""
+    rng = np.random.default_rng(seed)
+    print(
+        f"\nAt the first checkpoint ({len(last)} prompts, one group each), k/n scores "
+        f"{spearmanr(last, truth).statistic:.3f}. Its ties broken by the true rate plus noise:\n"
+    )
+    print("| noise sd | Spearman inside ties | Spearman, k/n with ties broken by it |")
+    print("|---|---|---|")
+    for sd in (0.0, 0.05, 0.1, 0.2, 0.4, np.inf):
+        by = rng.random(len(truth)) if np.isinf(sd) else truth + rng.normal(0, sd, len(truth))
+        label = "random" if np.isinf(sd) else f"{sd:g}"
+        print(
+            f"| {label} | {within_ties(last, by, truth):.3f} | "
+            f"{spearmanr(broken_by(last, by), truth).statistic:.3f} |"
         )
 
 
