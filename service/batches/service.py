@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import selection
@@ -16,7 +16,7 @@ from service.batches.models import Batch, BatchItem
 from service.batches.schemas import BatchRequest, BatchResponse, BatchStats, ServedPrompt
 from service.datasets import service as datasets
 from service.datasets.models import Dataset, Prompt
-from service.db import utcnow
+from service.db import bulk_insert, utcnow
 from service.exceptions import Conflict, InvalidInput
 from service.predictor import service as predictor
 from service.predictor.cache import Prior
@@ -287,7 +287,7 @@ async def _store(
         }
         for pos, (i, p, n) in enumerate(zip(idxs, predicted, ns, strict=True))
     ]
-    await session.execute(insert(BatchItem.__table__), items)  # type: ignore[arg-type]
+    await bulk_insert(session, BatchItem.__table__, items)  # type: ignore[arg-type]
     await session.flush()
     prompts = [
         ServedPrompt(id=info[i].client_id, text=info[i].text, predicted_pass_rate=p, n=n)

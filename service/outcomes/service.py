@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.models import Batch, BatchItem
 from service.datasets import service as datasets
-from service.db import one_of, utcnow
+from service.db import bulk_insert, one_of, utcnow
 from service.exceptions import InvalidInput
 from service.outcomes.models import Outcome
 from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
@@ -87,8 +87,7 @@ async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> Outcom
             }
         )
     if rows:
-        # Core insert: the ORM's bulk path costs more than the database on 1,000 rows
-        await session.execute(insert(Outcome.__table__), rows)  # type: ignore[arg-type]
+        await bulk_insert(session, Outcome.__table__, rows)  # type: ignore[arg-type]
         run.outcome_seq += len(rows)
         run.groups += len(rows)
         run.rollouts += sum(r["n"] for r in rows)
