@@ -15,6 +15,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from service.predictor import service as predictor
+from service.predictor.router import MAX_ENCODER_TEXTS
 from service.runs import service as runs
 from service.state import AppState
 from tests.conftest import make_dataset, make_run
@@ -276,6 +277,26 @@ async def test_predict_bad_input(client: httpx.AsyncClient, state: AppState, uid
     assert r.status_code == 422 and r.json()["missing"] == ["ghost"]
     r = await client.post(f"/v1/runs/{run}/predict", json={"texts": ["what is 2+2?"]})
     assert r.status_code == 200 and r.json()["model_version"] is None
+
+
+async def test_predict_caps_raw_texts_on_a_transformer_embedder(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    """A request of raw texts that would embed for minutes is refused before any is embedded."""
+    cap = MAX_ENCODER_TEXTS
+    r = await client.post("/v1/datasets", json={"name": f"enc{uid}", "embedder": "ngrams-minilm"})
+    assert r.status_code == 201, r.text
+    await make_run(client, f"enc{uid}", f"enc{uid}")
+    r = await client.post(f"/v1/runs/enc{uid}/predict", json={"texts": ["x"] * (cap + 1)})
+    assert r.status_code == 422 and r.json()["field"] == "texts", r.text
+    assert f"at most {cap}" in r.json()["detail"]
+    r = await client.post(f"/v1/runs/enc{uid}/predict", json={"texts": ["x"] * cap})
+    assert r.status_code == 200 and len(r.json()["items"]) == cap
+    # the fast embedders take the schema's 10,000
+    await make_dataset(client, f"fast{uid}", 2)
+    await make_run(client, f"fast{uid}", f"fast{uid}")
+    r = await client.post(f"/v1/runs/fast{uid}/predict", json={"texts": ["x"] * (cap + 1)})
+    assert r.status_code == 200, r.text
 
 
 async def test_selection_scores_with_the_floored_prior_and_predict_with_the_calibrated(

@@ -11,6 +11,7 @@ from service.datasets import service as datasets
 from service.datasets.embedding import embed_inputs
 from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep
+from service.estimator.embedders import ENCODER_EMBEDDERS
 from service.exceptions import InvalidInput
 from service.predictor import service
 from service.predictor.calibrate import predict_rates
@@ -21,6 +22,9 @@ from service.stats.math import PromptStats, p_informative
 from service.stats.service import catch_up
 
 router = APIRouter(prefix="/runs", tags=["predictor"])
+
+MAX_ENCODER_TEXTS = 256
+"""Raw texts per /predict on a transformer embedder: about 5 s of embedding, inside the request."""
 
 
 def _groups(s: PromptStats | None) -> int:
@@ -75,6 +79,13 @@ async def predict_pass_rates(
     if dataset.embedder == "client":
         raise InvalidInput(
             "this run's dataset embeds on the client: send prompt_ids", field="texts"
+        )
+    if dataset.embedder in ENCODER_EMBEDDERS and len(texts) > MAX_ENCODER_TEXTS:
+        raise InvalidInput(
+            f"{len(texts)} texts sent; this run's dataset embeds with {dataset.embedder!r}, "
+            f"a transformer at about 50 texts/s on CPU, so send at most {MAX_ENCODER_TEXTS} "
+            "texts per request",
+            field="texts",
         )
     fitted = await service.model(state, session, r.id)
     if fitted is None:
