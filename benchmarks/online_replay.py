@@ -120,7 +120,7 @@ def main() -> None:
             # ties broken at random (own generator: the replay's draws stay as they were)
             jitter = np.random.default_rng(step).random(len(pick)) * 1e-6
             if first is None:
-                first = (last[pick].copy(), truth)
+                first = (last[pick].copy(), truth, float(n_sum[pick].mean() / args.group))
             rows.append(
                 (
                     step + 1,
@@ -164,7 +164,7 @@ def main() -> None:
             f"{r[12]:.3f} / {r[13]:.3f} | {r[14]:.3f} | {r[15]:.3f} |"
         )
     if first is not None:
-        _tie_yardstick(*first, args.seed)
+        _tie_yardstick(*first, seed=args.seed)
 
 
 def broken_by(last: np.ndarray, by: np.ndarray) -> np.ndarray:
@@ -183,11 +183,12 @@ def within_ties(last: np.ndarray, by: np.ndarray, truth: np.ndarray) -> float:
     return total / weight if weight else float("nan")
 
 
-def _tie_yardstick(last: np.ndarray, truth: np.ndarray, seed: int) -> None:
+def _tie_yardstick(last: np.ndarray, truth: np.ndarray, groups: float, *, seed: int) -> None:
     """How good an order inside k/n's ties must be before breaking them beats keeping them."""
     rng = np.random.default_rng(seed)
     print(
-        f"\nAt the first checkpoint ({len(last)} prompts, one group each), k/n scores "
+        f"\nAt the first checkpoint ({len(last)} prompts, {groups:.2f} groups each on average), "
+        f"the last k/n scores "
         f"{spearmanr(last, truth).statistic:.3f}. Its ties broken by the true rate plus noise:\n"
     )
     print("| noise sd | Spearman inside ties | Spearman, k/n with ties broken by it |")

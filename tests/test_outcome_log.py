@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 import httpx
+import pytest
 from sqlalchemy import select
 
+from service.outcomes import service as outcomes_service
 from service.outcomes.models import Outcome
 from service.runs.models import Run
 from service.state import AppState
@@ -54,5 +59,37 @@ async def test_reported_groups_are_logged_as_sent_in_order_once(
     assert b.rewards == [1.0, 1.0, 1.0, 1.0] and b.zero_variance and b.reward_std == 0.0
     assert (b.mean_logprob, b.response_lengths) == (-0.75, [10, 20, 30, 40])
     assert c.prompt_id == a.prompt_id and c.prompt_idx == a.prompt_idx and c.successes == 0
-    assert all(r.received_at.tzinfo is not None for r in rows)
     assert a.dedup_key != c.dedup_key
+
+
+async def test_the_log_is_written_by_copy_on_postgres_and_rolls_back_with_the_request(
+    client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY runs on the raw connection: its rows must still share the request's transaction."""
+    await make_dataset(client, f"d{uid}", 10)
+    await make_run(client, f"r{uid}", f"d{uid}", group_size=2)
+    copies: list[str] = []
+    real_copy = asyncpg.Connection.copy_records_to_table
+
+    async def counting_copy(self: asyncpg.Connection, table: str, **kw: Any) -> Any:
+        copies.append(table)
+        return await real_copy(self, table, **kw)
+
+    async def fail_after_the_insert(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("fault injected after the outcome rows were written")
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counting_copy)
+    monkeypatch.setattr(outcomes_service, "_release_leases", fail_after_the_insert)
+    body = {"step": 0, "results": [{"prompt_id": "p1", "rewards": [1.0, 0.0]}]}
+    r = await client.post(f"/v1/runs/r{uid}/outcomes", json=body)
+    assert r.status_code == 500 and r.json()["type"] == "internal_error", r.text
+    postgres = state.engine.dialect.name == "postgresql"
+    assert copies == (["outcomes"] if postgres else [])
+    assert await _logged(state, f"r{uid}") == []
+    run = (await client.get(f"/v1/runs/r{uid}")).json()
+    assert run["outcomes"] == 0
+
+    monkeypatch.undo()
+    r = await client.post(f"/v1/runs/r{uid}/outcomes", json=body)
+    assert r.json() == {"accepted": 1, "duplicates": 0}, r.text
+    assert [o.seq for o in await _logged(state, f"r{uid}")] == [1]
