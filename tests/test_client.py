@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from depo_client import (
+    TEXTS_PER_REQUEST,
     AsyncDepoClient,
     BadRequest,
     Batch,
@@ -197,6 +198,28 @@ async def test_async_round_trip(server: LiveServer, name: str) -> None:
         assert pred.items[0].observations == 1
         assert (await depo.predictor(f"arun-{name}")).trained_on == 0
         assert await depo.healthy()
+
+
+def test_predict_sends_raw_texts_in_chunks_a_transformer_embedder_takes(
+    server: LiveServer, depo: DepoClient, name: str
+) -> None:
+    """The server refuses over TEXTS_PER_REQUEST texts on `ngrams-minilm`; the client splits."""
+    depo.create_dataset(f"enc-{name}", embedder="ngrams-minilm")
+    depo.create_run(f"enc-{name}", f"enc-{name}", group_size=2)
+    texts = [f"Problem {i}: what is {i} + 1?" for i in range(TEXTS_PER_REQUEST + 44)]
+    with httpx.Client(base_url=server.url) as raw:
+        r = raw.post(f"/v1/runs/enc-{name}/predict", json={"texts": texts})
+        assert r.status_code == 422 and r.json()["field"] == "texts"
+    pred = depo.predict(f"enc-{name}", texts=texts)
+    assert len(pred.items) == len(texts) and pred.model_version is None
+
+
+async def test_async_predict_chunks_raw_texts(server: LiveServer, name: str) -> None:
+    async with AsyncDepoClient(server.url) as depo:
+        await depo.create_dataset(f"aenc-{name}", embedder="ngrams-minilm")
+        await depo.create_run(f"aenc-{name}", f"aenc-{name}", group_size=2)
+        pred = await depo.predict(f"aenc-{name}", texts=["x"] * (2 * TEXTS_PER_REQUEST + 1))
+        assert len(pred.items) == 2 * TEXTS_PER_REQUEST + 1
 
 
 def test_typed_errors(depo: DepoClient, name: str) -> None:

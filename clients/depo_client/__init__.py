@@ -11,6 +11,7 @@ for step in range(steps):
 """
 
 from depo_client._async_client import AsyncDepoClient
+from depo_client._base import TEXTS_PER_REQUEST
 from depo_client._client import DepoClient
 from depo_client._exceptions import (
     UNREACHABLE,
@@ -52,6 +53,7 @@ from depo_client._spool import Spool
 __version__ = "0.1.0"
 
 __all__ = [
+    "TEXTS_PER_REQUEST",
     "UNREACHABLE",
     "APIError",
     "AsyncDepoClient",

@@ -113,9 +113,21 @@ def total_of(prompts: Iterable[PromptLike]) -> int | None:
     return len(prompts) if isinstance(prompts, Sized) else None
 
 
-def predict_body(prompt_ids: Sequence[str] | None, texts: Sequence[str] | None) -> dict[str, Any]:
+TEXTS_PER_REQUEST = 256
+"""The server's cap on raw texts per /predict for transformer embedders (it embeds them inline)."""
+
+
+def predict_bodies(
+    prompt_ids: Sequence[str] | None, texts: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """One body for stored ids; raw texts in chunks the server takes on any embedder."""
     if (prompt_ids is None) == (texts is None):
         raise InvalidRequest("predict takes prompt_ids or texts, exactly one of them")
     if prompt_ids is not None:
-        return {"prompt_ids": [str(p) for p in prompt_ids]}
-    return {"texts": list(texts or [])}
+        return [{"prompt_ids": [str(p) for p in prompt_ids]}]
+    texts = list(texts or [])
+    if not texts:
+        return [{"texts": []}]  # the server says what is wrong with an empty list
+    return [
+        {"texts": texts[s : s + TEXTS_PER_REQUEST]} for s in range(0, len(texts), TEXTS_PER_REQUEST)
+    ]

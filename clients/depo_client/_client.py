@@ -18,7 +18,7 @@ from depo_client._base import (
     Settings,
     batch_body,
     chunked,
-    predict_body,
+    predict_bodies,
     results_json,
     run_body,
     total_of,
@@ -260,9 +260,15 @@ class DepoClient:
         prompt_ids: Sequence[str] | None = None,
         texts: Sequence[str] | None = None,
     ) -> Predictions:
-        """Estimates for stored prompts (with their history) or for raw texts (the model alone)."""
-        body = predict_body(prompt_ids, texts)
-        return Predictions.from_json(self.request("POST", f"/v1/runs/{run}/predict", json=body))
+        """Estimates for stored prompts (with their history) or for raw texts (the model alone).
+
+        Raw texts go in chunks of `TEXTS_PER_REQUEST`, the most a transformer embedder takes.
+        """
+        parts = [
+            self.request("POST", f"/v1/runs/{run}/predict", json=body)
+            for body in predict_bodies(prompt_ids, texts)
+        ]
+        return Predictions.from_chunks(parts)
 
     def predictor(self, run: str) -> PredictorInfo:
         """The run's newest predictor version, what it learned from, and its calibration."""

@@ -385,6 +385,14 @@ class Predictions:
             items=tuple(Prediction.from_json(x) for x in d["items"]),
         )
 
+    @classmethod
+    def from_chunks(cls, parts: Sequence[Mapping[str, Any]]) -> Predictions:
+        """Answers to consecutive chunks; a refit between two shows as the last one's version."""
+        return cls(
+            model_version=_opt_int(parts[-1].get("model_version")),
+            items=tuple(Prediction.from_json(x) for d in parts for x in d["items"]),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PredictorInfo:
