@@ -168,14 +168,27 @@ async def test_warm_start_from_another_run(
     client: httpx.AsyncClient, state: AppState, uid: str
 ) -> None:
     rows, run = await _setup(client, state, uid, 900, 700)
+    warmup = {"warmup_outcomes": 10_000}
     r = await client.post(
         "/v1/runs",
-        json={"name": f"warm-{uid}", "dataset": f"ds-{uid}", "group_size": 8, "init_from": run},
+        json={
+            "name": f"warm-{uid}",
+            "dataset": f"ds-{uid}",
+            "group_size": 8,
+            "init_from": run,
+            "selection": warmup,
+        },
     )
     assert r.status_code == 201 and r.json()["init_from"] == run
     await state.jobs.idle()
     info = (await client.get(f"/v1/runs/warm-{uid}/predictor")).json()
     assert info["version"] == 1 and info["trained_on"] == 0
+    # warm-started, the run is not blind: it selects from its first batch, where a cold run
+    # with the same warm-up serves uniformly
+    await make_run(client, f"cold-{uid}", f"ds-{uid}", selection=warmup)
+    for name, expected in ((f"warm-{uid}", "informative"), (f"cold-{uid}", "uniform")):
+        b = await client.post(f"/v1/runs/{name}/batches", json={"step": 0, "size": 16})
+        assert b.json()["stats"]["strategy"] == expected, (name, b.text)
     held = [p["id"] for p in rows[700:]]
     a = (await client.post(f"/v1/runs/{run}/predict", json={"prompt_ids": held})).json()["items"]
     b = (await client.post(f"/v1/runs/warm-{uid}/predict", json={"prompt_ids": held})).json()[

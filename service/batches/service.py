@@ -164,7 +164,11 @@ async def _create(
 ) -> BatchResponse:
     cfg = SelectionConfig.model_validate(run.selection)
     name = body.strategy or run.strategy
-    if run.groups < cfg.warmup_outcomes:
+    prior = await predictor.priors(state, session, run.id)
+    # a run warm-started from another run's predictor is not blind: once that version has
+    # landed, its estimates select from the first batch on
+    warm = run.init_from is not None and prior is not None
+    if run.groups < cfg.warmup_outcomes and not warm:
         name = "uniform"
     strategy = selection.get(name)
     leased = await leased_idxs(session, run.id)
@@ -180,7 +184,6 @@ async def _create(
     rng = np.random.default_rng([cfg.seed, run.id, run.batch_seq + 1])
     step = max(body.step, run.max_step)
     limit = min(strategy.max_scan(body.size, cfg), free)
-    prior = await predictor.priors(state, session, run.id)
     cands = await _candidates(
         state, run, cfg, prior, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
     )

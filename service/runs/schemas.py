@@ -25,7 +25,12 @@ class SelectionConfig(BaseModel):
     window_hi: float = Field(0.85, ge=0, le=1, description="window: highest predicted rate kept")
     max_scan: float = Field(16.0, ge=1, le=1000, description="window: most candidates per slot")
     warmup_outcomes: int = Field(
-        0, ge=0, description="serve uniformly until the run has seen this many groups"
+        0,
+        ge=0,
+        description=(
+            "serve uniformly until the run has seen this many groups, unless it is warm-started "
+            "(init_from) and that predictor has landed"
+        ),
     )
     budget: bool = Field(False, description="suggest a rollout count n per served prompt")
     n_min: int = Field(2, ge=1, le=1024, description="budget: fewest rollouts per prompt")
