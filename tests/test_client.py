@@ -212,6 +212,7 @@ def test_predict_sends_raw_texts_in_chunks_a_transformer_embedder_takes(
         assert r.status_code == 422 and r.json()["field"] == "texts"
     pred = depo.predict(f"enc-{name}", texts=texts)
     assert len(pred.items) == len(texts) and pred.model_version is None
+    assert {p.model_version for p in pred.items} == {None}
 
 
 async def test_async_predict_chunks_raw_texts(server: LiveServer, name: str) -> None:

@@ -131,7 +131,7 @@ async def test_fit_learns_difficulty_from_outcomes(
     r = await client.post(f"/v1/runs/{run}/predict", json={"prompt_ids": [p["id"] for p in held]})
     assert r.status_code == 200
     body = r.json()
-    assert body["model_version"] == 1
+    assert body["model_version"] == 1 and {i["model_version"] for i in body["items"]} == {1}
     pred = np.array([i["pass_rate"] for i in body["items"]])
     truth = np.array([p["pass_rate"] for p in held])
     assert pred.std() > 0.01, "a constant predictor"
@@ -142,6 +142,7 @@ async def test_fit_learns_difficulty_from_outcomes(
         f"/v1/runs/{run}/predict", json={"texts": [p["problem"] for p in held[:20]]}
     )
     got = [i["pass_rate"] for i in texts.json()["items"]]
+    assert {i["model_version"] for i in texts.json()["items"]} == {1}
     assert got == pytest.approx([i["prior"] for i in body["items"][:20]], abs=0.01)
 
 

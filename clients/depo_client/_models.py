@@ -357,6 +357,7 @@ class Prediction:
     p_informative: float
     prior: float | None
     observations: int
+    model_version: int | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Prediction:
@@ -368,6 +369,7 @@ class Prediction:
             p_informative=float(d["p_informative"]),
             prior=_opt_float(d.get("prior")),
             observations=int(d.get("observations", 0)),
+            model_version=_opt_int(d.get("model_version")),
         )
 
 
@@ -387,7 +389,7 @@ class Predictions:
 
     @classmethod
     def from_chunks(cls, parts: Sequence[Mapping[str, Any]]) -> Predictions:
-        """Answers to consecutive chunks; a refit between two shows as the last one's version."""
+        """Answers to consecutive chunks; a refit between two shows in the items' versions."""
         return cls(
             model_version=_opt_int(parts[-1].get("model_version")),
             items=tuple(Prediction.from_json(x) for d in parts for x in d["items"]),

@@ -70,6 +70,7 @@ async def predict_pass_rates(
                     p_informative=float(mixed[i]),
                     prior=float(est.prior_mean[i]),
                     observations=_groups(stats[i]),
+                    model_version=version,
                 )
                 for i, pid in enumerate(body.prompt_ids)
             ],
@@ -107,6 +108,7 @@ async def predict_pass_rates(
                 uncertainty=float(std[i]),
                 p_informative=float(mixed[i]),
                 prior=float(m[i]),
+                model_version=version,
             )
             for i in range(len(texts))
         ],

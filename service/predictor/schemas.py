@@ -32,6 +32,9 @@ class Prediction(BaseModel):
         None, description="the predictor's rate before this prompt's history"
     )
     observations: int = 0
+    model_version: int | None = Field(
+        None, description="the predictor version behind `prior`, as at the top of the response"
+    )
 
 
 class PredictResponse(BaseModel):
