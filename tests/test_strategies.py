@@ -138,7 +138,36 @@ async def test_window_through_api_scans_until_full(client: httpx.AsyncClient, ui
     b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 20})).json()
     assert {p["id"] for p in b["prompts"]} <= mixed_ids
     assert all(0.15 <= p["predicted_pass_rate"] <= 0.85 for p in b["prompts"])
-    assert b["stats"]["scanned"] > 20 and b["stats"]["kept"] == 20
+    assert b["stats"]["scanned"] > 20 and b["stats"]["kept"] == 20 and b["stats"]["filled"] == 0
+
+
+async def test_window_says_how_many_it_topped_up_when_the_scan_runs_out(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    """Bounds hold for what the window picked; the rest is flagged in `filled`, not hidden."""
+    prompts = await make_dataset(client, f"ds-{uid}", 200)
+    await make_run(
+        client,
+        f"run-{uid}",
+        f"ds-{uid}",
+        group_size=8,
+        strategy="window",
+        selection={"oversample": 1, "max_scan": 3},
+    )
+    mixed_ids = {p["id"] for p in prompts[:30]}
+    results = [
+        {"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4 if p["id"] in mixed_ids else [0.0] * 8}
+        for p in prompts
+    ]
+    await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+    b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 20})).json()
+    stats, served = b["stats"], b["prompts"]
+    assert stats["scanned"] == 60 and len(served) == 20
+    picked = served[: 20 - stats["filled"]]
+    assert stats["filled"] > 0, "60 scanned hold about 9 of the 30 mixed prompts"
+    assert all(0.15 <= p["predicted_pass_rate"] <= 0.85 for p in picked)
+    assert {p["id"] for p in picked} <= mixed_ids
+    assert not any(0.15 <= p["predicted_pass_rate"] <= 0.85 for p in served[len(picked) :])
 
 
 async def test_budget_suggests_n_that_sums_to_size_times_g(

@@ -160,6 +160,8 @@ class BatchStats:
     strategy: str
     expected_informative: float | None = None
     """Mean P(a group is mixed) over the batch, under the estimates it was chosen by."""
+    filled: int = 0
+    """Served prompts the strategy did not pick (its scan ran out); they come last."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BatchStats:
@@ -170,6 +172,7 @@ class BatchStats:
             epoch=int(d["epoch"]),
             strategy=str(d["strategy"]),
             expected_informative=_opt_float(d.get("expected_informative")),
+            filled=int(d.get("filled", 0)),
         )
 
 

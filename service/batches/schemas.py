@@ -34,6 +34,11 @@ class BatchStats(BaseModel):
     epoch: int
     strategy: str
     expected_informative: float | None = None
+    filled: int = Field(
+        0,
+        description="served prompts the strategy did not pick: the scan ran out (max_scan or the "
+        "pool) and these topped the batch up, nearest the target rate first; they come last",
+    )
 
 
 class BatchResponse(BaseModel):

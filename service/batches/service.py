@@ -195,6 +195,7 @@ async def _create(
         more_cands = await _candidates(state, run, cfg, prior, more, step)
         cands = selection.Candidates.concat(cands, more_cands)
         keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
+    picked = len(keep)
     keep = selection.strategies.fill(keep, cands, body.size, cfg.target)
     if len(keep) < body.size:
         raise Conflict(f"could only select {len(keep)} of {body.size} prompts", field="size")
@@ -227,6 +228,7 @@ async def _create(
         epoch=run.epoch,
         strategy=name,
         expected_informative=expected,
+        filled=len(keep) - picked,
     )
     return await _store(session, state, run, dataset, body, kept, suggested, stats, cfg)
 
