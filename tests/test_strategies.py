@@ -48,6 +48,10 @@ def test_target_is_thompson_sampled_around_target() -> None:
     cands = _cands([0.1, 0.3, 0.31, 0.9, 0.6], strength=400)
     keep = st.get("target").choose(cands, 2, cfg, np.random.default_rng(1), 8)
     assert set(keep.tolist()) == {1, 2}
+    # MoPPS keeps the `size` nearest: no explore share drawn from the rest
+    explore = SelectionConfig(target=0.3, explore=0.5)
+    keep = st.get("target").choose(cands, 2, explore, np.random.default_rng(1), 8)
+    assert set(keep.tolist()) == {1, 2}
     wide = _cands([0.3] * 50, strength=2)  # Thompson draws differ when the posterior is wide
     picks = {
         tuple(sorted(st.get("target").choose(wide, 5, cfg, np.random.default_rng(s), 8)))

@@ -18,7 +18,15 @@ class SelectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     discount: float = Field(0.995, gt=0, le=1, description="weight of an outcome per step of age")
-    explore: float = Field(0.1, ge=0, le=1, description="share of each batch drawn at random")
+    explore: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "informative and posterior: share of each batch taken from the scanned prompts the "
+            "ranking passed over (informative: those with history, stalest first)"
+        ),
+    )
     oversample: float = Field(4.0, ge=1, le=100, description="candidates scanned per served slot")
     target: float = Field(0.5, gt=0, lt=1, description="pass rate posterior/target seek")
     window_lo: float = Field(0.15, ge=0, le=1, description="window: lowest predicted rate kept")

@@ -84,6 +84,7 @@ class _Scored:
 
     name = "scored"
     needs_stats = True
+    explores = True  # keeps the run's `explore` share for re-tests
 
     def scan_size(self, size: int, cfg: SelectionConfig) -> int:
         return math.ceil(size * cfg.oversample)
@@ -117,7 +118,7 @@ class _Scored:
         scores = self.score(cands, cfg, rng, group_size)
         # random tie-break, so equal scores (all unseen) do not follow scan order
         order = np.lexsort((rng.random(len(cands)), -scores))
-        n_explore = min(round(cfg.explore * size), size)
+        n_explore = min(round(cfg.explore * size), size) if self.explores else 0
         exploit = order[: size - n_explore]
         rest = order[size - n_explore :]
         pool = self.explore_pool(cands, rest)
@@ -166,6 +167,7 @@ class Target(_Scored):
     """MoPPS: Thompson-sample each posterior, keep the samples nearest the target."""
 
     name = "target"
+    explores = False  # as in MoPPS, the Thompson samples are the exploration
 
     def score(
         self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
