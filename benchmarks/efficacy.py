@@ -3,9 +3,10 @@
 Run: `.venv/bin/python -m benchmarks.efficacy [--seeds 3] [--pool 4000] [--backend embedded]`.
 A real step takes about a minute and a predictor fit a few seconds, so each method waits out
 its due fits before the next simulated step (`--no-sync-fits` does not: faster, less real).
-Every method drives a real service over HTTP, as a trainer would, on identical seeds; the
-simulated policy (benchmarks/simulator.py) rolls out and learns. Prints a markdown table and
-writes `benchmarks/results/efficacy.png` (held-out pass rate against rollouts).
+Every method drives a real service over HTTP through `depo_client`, as a trainer would, on
+identical seeds; the simulated policy (benchmarks/simulator.py) rolls out and learns. Prints a
+markdown table and writes `benchmarks/results/efficacy.png` (held-out pass rate against
+rollouts). Service ms/step is all of a training step's calls (DAPO's refill rounds included).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from depo_client import DepoClient
 
 from benchmarks._server import serve
 from benchmarks.simulator import LearningModel, Policy, Problems, embed, load_problems
@@ -110,7 +111,7 @@ OnServed = Callable[[str, int, list[int], Policy], None]
 
 
 def run_method(
-    c: httpx.Client, m: Method, dataset: str, sim: Sim, on_served: OnServed | None = None
+    c: DepoClient, m: Method, dataset: str, sim: Sim, on_served: OnServed | None = None
 ) -> Trace:
     """One method's run; `on_served(run, step, pool positions, policy)` sees each batch first."""
     pool, seed, budget, batch, g = sim.pool, sim.seed, sim.budget, sim.batch, sim.g
@@ -118,18 +119,11 @@ def run_method(
     policy = sim.policy()
     index = {pid: i for i, pid in enumerate(pool.ids)}
     run = f"{m.strategy}-{uuid.uuid4().hex[:8]}"
-    c.post(
-        "/v1/runs",
-        json={
-            "name": run,
-            "dataset": dataset,
-            "group_size": g,
-            "strategy": m.strategy,
-            "selection": {"seed": seed, **m.selection},
-        },
-    ).raise_for_status()
+    created = c.create_run(
+        run, dataset, g, strategy=m.strategy, selection={"seed": seed, **m.selection}
+    )
     tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
-    sel = c.get(f"/v1/runs/{run}").json()["selection"]
+    sel = created.selection
     due = (int(sel["fit_min_outcomes"]), int(sel["refit_every"]))  # first fit, then each refit
     used = 0
     step = 0
@@ -139,36 +133,28 @@ def run_method(
         rounds = 0
         while True:
             t = time.perf_counter()
-            r = c.post(
-                f"/v1/runs/{run}/batches",
-                json={"step": step, "size": batch, "partition": f"g{rounds}"},
-            )
+            b = c.next_batch(run, step, batch, partition=f"g{rounds}")
             t_service += time.perf_counter() - t
-            r.raise_for_status()
-            b = r.json()
             if on_served is not None:
-                on_served(run, step, [index[p["id"]] for p in b["prompts"]], policy)
+                on_served(run, step, [index[p.id] for p in b.prompts], policy)
             results = []
-            for p in b["prompts"]:
-                n = p["n"] if m.use_n and p.get("n") else g
-                rewards = policy.rollout(index[p["id"]], n)
+            for p in b.prompts:
+                n = p.n if m.use_n and p.n else g
+                rewards = policy.rollout(index[p.id], n)
                 used += n
-                results.append({"prompt_id": p["id"], "rewards": rewards})
-                zero = tr.record(index[p["id"]], rewards, after_warmup=step >= warmup_steps)
+                results.append({"prompt_id": p.id, "rewards": rewards})
+                zero = tr.record(index[p.id], rewards, after_warmup=step >= warmup_steps)
                 if not m.dapo or not zero:
-                    train.append((index[p["id"]], rewards))
+                    train.append((index[p.id], rewards))
             t = time.perf_counter()
-            c.post(
-                f"/v1/runs/{run}/outcomes",
-                json={"step": step, "batch_id": b["batch_id"], "results": results},
-            ).raise_for_status()
+            c.report(run, step, results, batch_id=b.batch_id)
             t_service += time.perf_counter() - t
             rounds += 1
             if not m.dapo or len(train) >= batch or used >= budget:
                 break
         if sim.sync_fits and m.strategy != "uniform":
             _await_fit(c, run, *due)
-        tr.service_ms.append(1000 * t_service / rounds)
+        tr.service_ms.append(1000 * t_service)  # all of a step's rounds (DAPO refills)
         tr.informative_used += policy.train(train[:batch])
         step += 1
         tr.rollouts.append(used)
@@ -176,12 +162,12 @@ def run_method(
     return tr
 
 
-def _await_fit(c: httpx.Client, run: str, first: int, every: int, timeout: float = 60.0) -> None:
+def _await_fit(c: DepoClient, run: str, first: int, every: int, timeout: float = 60.0) -> None:
     """Wait out a due predictor fit: a real step takes a minute, far longer than a fit."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        groups = int(c.get(f"/v1/runs/{run}").json()["outcomes"])
-        trained = int(c.get(f"/v1/runs/{run}/predictor").json()["trained_on"])
+        groups = c.get_run(run).outcomes
+        trained = c.predictor(run).trained_on
         if groups - trained < (every if trained else first):
             return
         time.sleep(0.05)
@@ -306,7 +292,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
     # outcome count alone, as it would in wall-clock terms during real training.
     with (
         serve(args.backend, env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
-        httpx.Client(base_url=url, timeout=120) as c,
+        DepoClient(url, timeout=120) as c,
     ):
         for seed in range(args.seeds):
             pool, heldout = load_problems(args.pool, args.heldout, seed)
@@ -338,16 +324,11 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
     return traces
 
 
-def upload(c: httpx.Client, pool: Problems, seed: int, embedder: str | None) -> str:
+def upload(c: DepoClient, pool: Problems, seed: int, embedder: str | None) -> str:
     """The pool as a new dataset (the service embeds it in the background); its name."""
     dataset = f"sim-{seed}-{uuid.uuid4().hex[:6]}"
-    body = {"name": dataset} | ({"embedder": embedder} if embedder else {})
-    c.post("/v1/datasets", json=body).raise_for_status()
-    prompts = [{"id": i, "text": t} for i, t in zip(pool.ids, pool.texts, strict=True)]
-    for start in range(0, len(prompts), 5000):
-        c.post(
-            f"/v1/datasets/{dataset}/prompts", json={"prompts": prompts[start : start + 5000]}
-        ).raise_for_status()
+    c.create_dataset(dataset, embedder=embedder)
+    c.upload_prompts(dataset, list(zip(pool.ids, pool.texts, strict=True)), progress=False)
     return dataset
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import httpx
 import numpy as np
+from depo_client import DepoClient
 from scipy.stats import spearmanr
 
 from benchmarks._server import serve
@@ -64,11 +64,9 @@ def main() -> None:
         served.append(float(true[idx].mean()))
         if step % args.every != args.every // 2:
             return
-        r = c.post(f"/v1/runs/{run}/predict", json={"prompt_ids": pool.ids})
-        r.raise_for_status()
-        items = r.json()["items"]
-        est = np.array([x["p_informative"] for x in items])
-        seen = np.array([x["observations"] > 0 for x in items])
+        items = c.predict(run, prompt_ids=pool.ids).items
+        est = np.array([x.p_informative for x in items])
+        seen = np.array([x.observations > 0 for x in items])
         by_est, by_true = true[np.argsort(-est, kind="stable")], np.sort(true)
         share = max(batch, round(args.pool / args.oversample))
         rho_all = spearmanr(est, -true).statistic
@@ -83,7 +81,7 @@ def main() -> None:
 
     with (
         serve("embedded", env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
-        httpx.Client(base_url=url, timeout=120) as c,
+        DepoClient(url, timeout=120) as c,
     ):
         dataset = upload(c, pool, 0, None)
         sim = Sim(
