@@ -279,6 +279,8 @@ async def test_old_versions_keep_their_history_but_not_their_blobs(
         kept = version > newest - predictor.KEEP_BLOBS
         assert (state_len > 0) == kept and (priors_len > 0) == kept, version
         assert "fit_seconds" in calibration  # the history stays
+        # each version's calibration scores the one before it, on outcomes that one never saw
+        assert calibration.get("scored_version") == (version - 1 if version > 1 else None)
     r = await client.post(f"/v1/runs/{run}/predict", json={"texts": [rows[0]["problem"]]})
     assert r.status_code == 200 and r.json()["model_version"] == newest
 

@@ -31,6 +31,7 @@ CALIBRATION = {
     "mean_predicted": "mean prior of those prompts",
     "mean_observed": "their mean observed pass rate",
     "unseen_prompts": "prompts those figures are over",
+    "scored_version": "the version those figures score",
     "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
     "served_drift_logit": "how far served prompts came out above their estimate (logit)",
     "fitted_prompts": "prompts this version was fitted on",

@@ -272,12 +272,13 @@ async def _calibration(
     ).all()
     pri = np.frombuffer(prev.priors, dtype=np.float32)
     pairs = [(float(pri[i]), k / n) for i, n, k in rows if i < len(pri) and pri[i] == pri[i] and n]
+    scored = {"scored_version": float(prev.version), "unseen_prompts": float(len(pairs))}
     if len(pairs) < 3:
-        return {"unseen_prompts": float(len(pairs))}
+        return scored
     pred, obs = np.array(pairs).T
     rho = spearmanr(pred, obs).statistic if pred.std() > 0 and obs.std() > 0 else 0.0
     return {
-        "unseen_prompts": float(len(pairs)),
+        **scored,
         "mae": float(np.mean(np.abs(pred - obs))),
         "spearman": float(rho) if rho == rho else 0.0,
         "mean_predicted": float(pred.mean()),
