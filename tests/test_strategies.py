@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -122,23 +124,30 @@ async def test_exploration_through_api_retests_the_stalest(
     assert served - {p["id"] for p in mixed} <= {p["id"] for p in stale}, "explore: stalest"
 
 
-async def test_window_through_api_scans_until_full(client: httpx.AsyncClient, uid: str) -> None:
-    prompts = await make_dataset(client, f"ds-{uid}", 400)
-    await make_run(
-        client,
-        f"run-{uid}",
-        f"ds-{uid}",
-        group_size=8,
-        strategy="window",
-        selection={"oversample": 1},
-    )
-    rng = random.Random(0)
-    mixed_ids = set(rng.sample([p["id"] for p in prompts], 60))
+async def _window_run(
+    client: httpx.AsyncClient,
+    uid: str,
+    n: int,
+    pick_mixed: Callable[[list[str]], set[str]],
+    **sel: Any,
+) -> set[str]:
+    """A `window` run whose prompts have one group each: mixed (4/8) or all failed; the mixed."""
+    prompts = await make_dataset(client, f"ds-{uid}", n)
+    sel = {"oversample": 1, **sel}
+    await make_run(client, f"run-{uid}", f"ds-{uid}", strategy="window", selection=sel)
+    mixed_ids = pick_mixed([p["id"] for p in prompts])
     results = [
         {"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4 if p["id"] in mixed_ids else [0.0] * 8}
         for p in prompts
     ]
     await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+    return mixed_ids
+
+
+async def test_window_through_api_scans_until_full(client: httpx.AsyncClient, uid: str) -> None:
+    mixed_ids = await _window_run(
+        client, uid, 400, lambda ids: set(random.Random(0).sample(ids, 60))
+    )
     b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 20})).json()
     assert {p["id"] for p in b["prompts"]} <= mixed_ids
     assert all(0.15 <= p["predicted_pass_rate"] <= 0.85 for p in b["prompts"])
@@ -149,21 +158,7 @@ async def test_window_says_how_many_it_topped_up_when_the_scan_runs_out(
     client: httpx.AsyncClient, uid: str
 ) -> None:
     """Bounds hold for what the window picked; the rest is flagged in `filled`, not hidden."""
-    prompts = await make_dataset(client, f"ds-{uid}", 200)
-    await make_run(
-        client,
-        f"run-{uid}",
-        f"ds-{uid}",
-        group_size=8,
-        strategy="window",
-        selection={"oversample": 1, "max_scan": 3},
-    )
-    mixed_ids = {p["id"] for p in prompts[:30]}
-    results = [
-        {"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4 if p["id"] in mixed_ids else [0.0] * 8}
-        for p in prompts
-    ]
-    await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
+    mixed_ids = await _window_run(client, uid, 200, lambda ids: set(ids[:30]), max_scan=3)
     b = (await client.post(f"/v1/runs/run-{uid}/batches", json={"step": 1, "size": 20})).json()
     stats, served = b["stats"], b["prompts"]
     assert stats["scanned"] == 60 and len(served) == 20
