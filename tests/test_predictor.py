@@ -431,3 +431,42 @@ async def test_fit_due_before_embedding_runs_once_embedded(
     await state.jobs.idle()
     info = (await client.get(f"/v1/runs/run-{uid}/predictor")).json()
     assert info["version"] == 1 and info["trained_on"] == 30
+
+
+async def test_reported_logprobs_train_the_distillation_head(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """`mean_logprob` in outcomes reaches the model's second output (DEPO's distillation head)."""
+    from sqlalchemy import select
+
+    from service.datasets.models import Dataset
+    from service.estimator import PredictorState, predict_logprob
+    from service.predictor.inputs import dataset_inputs
+    from service.runs.models import Run
+
+    rows, run = await _setup(client, state, uid, 400, 0)
+    reported = {p["id"]: float(np.log(p["pass_rate"] + 0.05)) for p in rows}
+    rng = np.random.default_rng(2)
+    results = [
+        {
+            "prompt_id": p["id"],
+            "rewards": (rng.random(8) < p["pass_rate"]).astype(float).tolist(),
+            "mean_logprob": reported[p["id"]],
+        }
+        for p in rows
+    ]
+    await client.post(f"/v1/runs/{run}/outcomes", json={"step": 0, "results": results})
+    await state.jobs.idle()
+    async with state.sessionmaker() as session:
+        rid = (await session.execute(select(Run.id).where(Run.name == run))).scalar_one()
+        row = await predictor.latest(session, rid)
+        assert row is not None and row.version == 1
+        st = PredictorState.from_bytes(row.state)
+        ds = (
+            await session.execute(select(Dataset).where(Dataset.name == f"ds-{uid}"))
+        ).scalar_one()
+        inputs = await dataset_inputs(state.predictor_cache, session, ds)
+    got = predict_logprob(st, inputs.x[np.flatnonzero(inputs.mask)])
+    want = np.array(list(reported.values()))  # prompts were uploaded in this order
+    assert st.logprob_mean == pytest.approx(want.mean(), abs=0.05)
+    assert spearmanr(got, want).statistic > 0.3

@@ -35,15 +35,28 @@ def fit_calibrated(
     init: PredictorState | None,
     config: FitConfig,
     max_seconds: float = 4.0,
+    logprob: F64 | None = None,
 ) -> PredictorState:
-    """Fit on 80% of rows, choose the shrink on the other 20%, store it in the state's meta."""
+    """Fit on 80% of rows, choose the shrink on the other 20%, store it in the state's meta.
+
+    `logprob` (NaN where a prompt has none) trains the model's second output, DEPO's
+    distillation head.
+    """
     n = x.shape[0]
     if n < MIN_ROWS:
-        return fit(x, succ, trials, init=init, config=config, max_seconds=max_seconds)
+        return fit(
+            x, succ, trials, init=init, config=config, max_seconds=max_seconds, logprob=logprob
+        )
     hold = np.arange(n) % 5 == 0
     train = np.flatnonzero(~hold)  # index arrays, not masks: x may be a sparse matrix
     state = fit(
-        x[train], succ[~hold], trials[~hold], init=init, config=config, max_seconds=max_seconds
+        x[train],
+        succ[~hold],
+        trials[~hold],
+        init=init,
+        config=config,
+        max_seconds=max_seconds,
+        logprob=None if logprob is None else logprob[~hold],
     )
     rate = float(np.clip(succ[~hold].sum() / trials[~hold].sum(), 0.01, 0.99))
     centre = float(np.log(rate / (1 - rate)))

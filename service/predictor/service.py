@@ -158,6 +158,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         stats = await state.hot.get_all(run.id)
         calibration = await _calibration(session, run.id, prev) if prev is not None else {}
         calibration["served_drift_logit"] = await served_drift(session, run.id, cfg)
+        logprobs = await _mean_logprobs(session, run.id)
         step = max(run.max_step, 0)
     # per-prompt loops over the whole run: off the event loop, like the fit itself
     idx, succ, trials = await asyncio.to_thread(
@@ -166,6 +167,9 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
     if len(idx) < 2 and init is None:
         return None
     if len(idx) >= 2:
+        lp = None
+        if logprobs:
+            lp = np.array([logprobs.get(int(i), np.nan) for i in idx], dtype=np.float64)
         new = await asyncio.to_thread(
             fit_calibrated,
             inputs.x[idx],
@@ -175,6 +179,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
             config=fit_config(
                 embedder, inputs.x.shape[1], state.settings.fit_threads, inputs.column_weights
             ),
+            logprob=lp,
         )
     else:
         assert init is not None
@@ -242,6 +247,16 @@ def _training_rows(
     succ = np.array([stats[i].disc_successes for i in idx]) * decay
     trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
     return idx, succ, trials
+
+
+async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]:
+    """Each prompt's mean reported `mean_logprob`: the target of DEPO's distillation head."""
+    rows = await session.execute(
+        select(Outcome.prompt_idx, func.avg(Outcome.mean_logprob))
+        .where(Outcome.run_id == run_id, Outcome.mean_logprob.is_not(None))
+        .group_by(Outcome.prompt_idx)
+    )
+    return {int(i): float(v) for i, v in rows.tuples() if v is not None}
 
 
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
