@@ -51,7 +51,7 @@ def main() -> None:
     n_sum = np.zeros(len(pool.ids))
     last = np.full(len(pool.ids), np.nan)
     rows = []
-    first: tuple[np.ndarray, np.ndarray] | None = None
+    first: tuple[np.ndarray, np.ndarray, float] | None = None  # (last k/n, truth, groups)
     with (
         serve("embedded", env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
         httpx.Client(base_url=url, timeout=120) as c,

@@ -385,10 +385,7 @@ class Predictions:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Predictions:
-        return cls(
-            model_version=_opt_int(d.get("model_version")),
-            items=tuple(Prediction.from_json(x) for x in d["items"]),
-        )
+        return cls.from_chunks([d])
 
     @classmethod
     def from_chunks(cls, parts: Sequence[Mapping[str, Any]]) -> Predictions:

@@ -161,15 +161,12 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         logprobs = await _mean_logprobs(session, run.id)
         step = max(run.max_step, 0)
     # per-prompt loops over the whole run: off the event loop, like the fit itself
-    idx, succ, trials = await asyncio.to_thread(
-        _training_rows, stats, inputs.mask, step, cfg.discount
+    idx, succ, trials, lp = await asyncio.to_thread(
+        _training_rows, stats, inputs.mask, step, cfg.discount, logprobs
     )
     if len(idx) < 2 and init is None:
         return None
     if len(idx) >= 2:
-        lp = None
-        if logprobs:
-            lp = np.array([logprobs.get(int(i), np.nan) for i in idx], dtype=np.float64)
         new = await asyncio.to_thread(
             fit_calibrated,
             inputs.x[idx],
@@ -239,14 +236,26 @@ async def _prune(session: AsyncSession, run_id: int, newest: int) -> None:
 
 
 def _training_rows(
-    stats: dict[int, PromptStats], mask: npt.NDArray[np.bool_], step: int, discount: float
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Embedded prompts with history, and their counts discounted to `step`."""
+    stats: dict[int, PromptStats],
+    mask: npt.NDArray[np.bool_],
+    step: int,
+    discount: float,
+    logprobs: dict[int, float],
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64] | None,
+]:
+    """Embedded prompts with history, their counts discounted to `step`, their mean logprob."""
     idx = np.array([i for i in stats if i < len(mask) and mask[i]], dtype=np.int64)
     decay = np.array([discount ** max(step - stats[i].last_step, 0) for i in idx])
     succ = np.array([stats[i].disc_successes for i in idx]) * decay
     trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
-    return idx, succ, trials
+    lp = None
+    if logprobs:  # NaN where a prompt reported none
+        lp = np.array([logprobs.get(int(i), np.nan) for i in idx], dtype=np.float64)
+    return idx, succ, trials, lp
 
 
 async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]:
