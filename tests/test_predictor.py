@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from service.app import create_app
+from service.config import Settings
 from service.predictor import service as predictor
 from service.predictor.router import MAX_ENCODER_TEXTS
 from service.runs import service as runs
@@ -470,3 +472,29 @@ async def test_reported_logprobs_train_the_distillation_head(
     want = np.array(list(reported.values()))  # prompts were uploaded in this order
     assert st.logprob_mean == pytest.approx(want.mean(), abs=0.05)
     assert spearmanr(got, want).statistic > 0.3
+
+
+async def test_a_refit_due_too_soon_runs_once_the_wait_is_over(
+    settings: Settings, uid: str
+) -> None:
+    """A refit due within `refit_min_seconds` of the last fit still comes if reporting stops."""
+    app = create_app(settings.model_copy(update={"refit_min_seconds": 2.0}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        state: AppState = app.state.depo
+        sel = {"fit_min_outcomes": 50, "refit_every": 50}
+        rows, run = await _setup(client, state, uid, 200, 100, selection=sel)
+        assert (await client.get(f"/v1/runs/{run}/predictor")).json()["version"] == 1
+        results = [{"prompt_id": p["id"], "rewards": [1.0, 0.0] * 4} for p in rows[100:160]]
+        r = await client.post(f"/v1/runs/{run}/outcomes", json={"step": 1, "results": results})
+        assert r.status_code == 200
+        await state.jobs.idle()
+        info = (await client.get(f"/v1/runs/{run}/predictor")).json()
+        assert info["version"] == 1 and info["outcomes_since"] == 60, "skipped: too soon"
+        deadline = time.perf_counter() + 20
+        while info["version"] == 1 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.2)
+            info = (await client.get(f"/v1/runs/{run}/predictor")).json()
+        assert info["version"] == 2 and info["trained_on"] == 160, info

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -138,10 +139,14 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         warm = prev is None and run.init_from is not None
         if not force and not warm and run.outcome_seq - seen < needed:
             return None
-        recent = prev is not None and (utcnow() - prev.fitted_at).total_seconds() < (
-            state.settings.refit_min_seconds
+        wait = state.settings.refit_min_seconds - (
+            (utcnow() - prev.fitted_at).total_seconds() if prev is not None else math.inf
         )
-        if recent and not force:
+        if wait > 0 and not force:
+            # due but too soon after the last fit: retry then, even if no outcome arrives
+            state.jobs.spawn_after(
+                f"fit:{run_id}", wait, functools.partial(maybe_fit, state, run_id)
+            )
             return None
         dataset = await session.get_one(Dataset, run.dataset_id)
         inputs = await dataset_inputs(state.predictor_cache, session, dataset)
