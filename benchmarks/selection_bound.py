@@ -1,0 +1,229 @@
+"""How low can the zero-variance share go when the only evidence is text and groups of G?
+
+Run: `.venv/bin/python -m benchmarks.selection_bound [--seeds 2] [--pool 4000 13682]
+[--oversample 8 16 32] [--rho 0.46 0.65 0.8 0.9]` (about 15 minutes, no service needed).
+
+The efficacy benchmark's oracle ranks candidates by the simulated policy's true *current* pass
+rates. No service can know those; it sees each prompt's text and the groups reported for it.
+This benchmark gives a selector that sees the same, plus, for free, more than any real
+estimator could have:
+
+- **the simulator's exact learning law**: for every prompt, how far its logit has moved since
+  the start (its own training, its neighbours', the global shift). So only each prompt's
+  starting logit is unknown, and every group it ever got counts, undiscounted, at its offset;
+- **a cold-start predictor of chosen quality**: the true starting logit plus Gaussian noise,
+  scaled so its Spearman against the labels is `rho` (text predictors reach 0.46-0.47 on this
+  data: `../shared/data/README.md`, issue 5), combined by Bayes' rule with the population's
+  label histogram.
+
+Each prompt's posterior over its starting logit lives on a grid; a candidate's score is the
+exact posterior probability that a group of G at its current offset is mixed. Selection is
+`informative`'s scan without exploration (which only adds zero-variance groups): the same
+epoch-ordered scan of oversample x batch candidates, the best `batch` kept, after a uniform
+warm-up. Given the exact starting rates as its prior, the selector reproduces the oracle: a
+check of the machinery. The gap between a column and the oracle is what not knowing the
+starting rates costs even a Bayes-optimal, myopic selector. Unlike efficacy's oracle, which
+ranks from the first step, this one waits out the uniform warm-up as the service does, and
+its scan order is drawn apart, so the two oracle figures differ (9-10% here, 12% there).
+
+`--know self` gives the selector only what a service could learn from its own log (each
+prompt's gain from its own training, and the global shift), `--know global` only the shift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import spearmanr
+
+from benchmarks.simulator import DATA, LearningModel, Policy, embed, load_problems
+
+FloatArray = npt.NDArray[np.float64]
+GRID = np.linspace(-7.0, 7.0, 57)  # starting logits; labels are clipped to [-5.8, 5.8]
+
+
+def logit(p: FloatArray) -> FloatArray:
+    q = np.clip(p, 0.003, 0.997)
+    out: FloatArray = np.log(q / (1 - q))
+    return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    pool: int
+    oversample: int
+    seed: int
+    heldout: int
+    steps: int
+    batch: int
+    group: int
+    warmup: int
+
+
+def noise_for(rho: float, labels: FloatArray, draws: int = 3) -> float:
+    """The sd of logit noise whose predictor has Spearman `rho` against these labels."""
+    z = logit(labels)
+
+    def spearman(tau: float) -> float:
+        rs = [
+            spearmanr(z + np.random.default_rng(r).normal(0, tau, len(z)), labels).statistic
+            for r in range(draws)
+        ]
+        return float(np.mean(rs))
+
+    return min(np.arange(0.25, 15.0, 0.25), key=lambda tau: abs(spearman(tau) - rho))
+
+
+def log_population() -> FloatArray:
+    """Log histogram of all labels' logits on the grid: the prior before any text is read."""
+    rates = np.array([json.loads(line)["pass_rate"] for line in DATA.read_text().splitlines()])
+    edges = np.concatenate([[-np.inf], (GRID[1:] + GRID[:-1]) / 2, [np.inf]])
+    counts, _ = np.histogram(logit(rates), bins=edges)
+    out: FloatArray = np.log(counts + 1.0)
+    return out
+
+
+def run(
+    s: Setting, emb: npt.NDArray[np.float32], prior: str, tau: float = 0.0, know: str = "all"
+) -> float:
+    """One simulated run; its zero-variance share after warm-up.
+
+    `prior`: "oracle" ranks by the true current rates; "exact" gives the selector the true
+    starting rates; "noisy" a predictor with logit noise `tau`. `know`: the part of the
+    learning law the selector is given: "all", "self" (each prompt's gain from its own
+    training, plus the global shift: what a service could learn from its own log) or
+    "global" (the global shift alone, which the service's drift correction estimates).
+    """
+    pool, held = load_problems(s.pool, s.heldout, s.seed)
+    policy = Policy(pool, held, emb, LearningModel(), s.seed)
+    rng = np.random.default_rng(s.seed + 1)
+    z0 = policy.logit[: s.pool].copy()
+    if prior == "noisy":
+        zhat = z0 + rng.normal(0, tau, s.pool)
+        logpost = POPULATION[None, :] - 0.5 * ((GRID[None, :] - zhat[:, None]) / tau) ** 2
+    else:
+        logpost = -0.5 * ((GRID[None, :] - z0[:, None]) / 0.05) ** 2
+    g, scan = s.group, s.oversample * s.batch
+    own = np.zeros(s.pool)  # logit gained by each prompt's own training
+
+    def known(i: npt.NDArray[np.int64]) -> FloatArray:
+        moved: FloatArray = {"all": policy.logit[i] - z0[i], "self": own[i]}.get(
+            know, np.zeros(len(i))
+        )
+        return moved + policy.shift
+
+    order = rng.permutation(s.pool)
+    cursor = groups = zero = 0
+    for step in range(s.steps):
+        if cursor + scan > len(order):
+            order = np.concatenate([order[cursor:], rng.permutation(s.pool)])
+            cursor = 0
+        cands = order[cursor : cursor + scan]
+        cands = cands[np.sort(np.unique(cands, return_index=True)[1])]  # an epoch wrap repeats
+        cursor += scan
+        offset = known(cands)
+        if step < s.warmup:
+            keep = cands[: s.batch]
+        elif prior == "oracle":
+            p = policy.pass_rate(cands)
+            keep = cands[np.argsort(-(1 - p**g - (1 - p) ** g), kind="stable")[: s.batch]]
+        else:
+            lp = logpost[cands]
+            w = np.exp(lp - lp.max(axis=1, keepdims=True))
+            w /= w.sum(axis=1, keepdims=True)
+            pg = 1 / (1 + np.exp(-(GRID[None, :] + offset[:, None])))
+            mixed = (w * (1 - pg**g - (1 - pg) ** g)).sum(axis=1)
+            keep = cands[np.argsort(-mixed, kind="stable")[: s.batch]]
+        served = []
+        for i in keep:
+            rewards = policy.rollout(int(i), g)
+            k = int(sum(rewards))
+            if step >= s.warmup:
+                groups += 1
+                zero += k in (0, g)
+            pg1 = 1 / (1 + np.exp(-(GRID + known(np.array([i]))[0])))
+            logpost[i] += k * np.log(pg1 + 1e-12) + (g - k) * np.log(1 - pg1 + 1e-12)
+            served.append((int(i), rewards))
+            own[i] += policy.model.eta_self * float(np.std(rewards))
+        policy.train(served)
+    return zero / max(groups, 1)
+
+
+POPULATION = log_population()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--pool", type=int, nargs="+", default=[4000, 13682])
+    ap.add_argument("--oversample", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--rho", type=float, nargs="+", default=[0.46, 0.65, 0.8, 0.9])
+    ap.add_argument("--heldout", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=160)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=32, help="uniform steps before selection")
+    ap.add_argument(
+        "--know",
+        choices=["all", "self", "global"],
+        default="all",
+        help="the part of the learning law the selector is given (see run())",
+    )
+    args = ap.parse_args()
+    labels = load_problems(4000, args.heldout, 0)[0].pass_rate
+    taus = {rho: noise_for(rho, labels) for rho in args.rho}
+    cols = ["oracle", "exact"] + [f"rho={rho}" for rho in args.rho]
+    results: dict[tuple[int, int], dict[str, list[float]]] = {}
+    t0 = time.perf_counter()
+    for pool, seed in itertools.product(args.pool, range(args.seeds)):
+        pool_set, held = load_problems(pool, args.heldout, seed)
+        emb = embed(pool_set.texts + held.texts)
+        for over in args.oversample:
+            s = Setting(
+                pool, over, seed, args.heldout, args.steps, args.batch, args.group, args.warmup
+            )
+            cell = results.setdefault((pool, over), {c: [] for c in cols})
+            cell["oracle"].append(run(s, emb, "oracle"))
+            cell["exact"].append(run(s, emb, "exact", know=args.know))
+            for rho in args.rho:
+                cell[f"rho={rho}"].append(run(s, emb, "noisy", taus[rho], args.know))
+            print(
+                f"  pool {pool} oversample {over} seed {seed}: "
+                + ", ".join(f"{c} {100 * v[-1]:.1f}%" for c, v in cell.items())
+                + f"  ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        f"\n### Zero-variance share after warm-up: G={args.group}, batch {args.batch}, "
+        f"{args.steps} steps ({args.warmup} uniform), {args.seeds} seeds (mean ± sd)\n"
+    )
+    print(
+        f"Selector knows the simulator's learning law ({args.know}); columns give it the true "
+        "current rates "
+        "(oracle), the true starting rates (exact), or a cold-start predictor of Spearman rho "
+        f"(logit noise sd {', '.join(f'{taus[r]:.2f}' for r in args.rho)}).\n"
+    )
+    print("| pool | oversample | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for (pool, over), cell in results.items():
+        print(f"| {pool} | {over} | " + " | ".join(_fmt(cell[c]) for c in cols) + " |")
+
+
+def _fmt(xs: list[float]) -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{100 * statistics.mean(xs):.1f}% ± {100 * sd:.1f}"
+
+
+if __name__ == "__main__":
+    main()
