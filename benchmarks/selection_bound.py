@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
 
-from benchmarks.simulator import DATA, LearningModel, Policy, embed, load_problems
+from benchmarks.simulator import DATA, LearningModel, Policy, Problems, embed, load_problems
 
 FloatArray = npt.NDArray[np.float64]
 GRID = np.linspace(-7.0, 7.0, 57)  # starting logits; labels are clipped to [-5.8, 5.8]
@@ -65,7 +65,6 @@ class Setting:
     pool: int
     oversample: int
     seed: int
-    heldout: int
     steps: int
     batch: int
     group: int
@@ -97,6 +96,7 @@ def log_population() -> FloatArray:
 
 def run(
     s: Setting,
+    problems: tuple[Problems, Problems],
     emb: npt.NDArray[np.float32],
     prior: str,
     tau: float = 0.0,
@@ -112,8 +112,7 @@ def run(
     "global" (the global shift alone, which the service's drift correction estimates).
     `bonus` is added to the score of prompts never served: optimism that keeps probing them.
     """
-    pool, held = load_problems(s.pool, s.heldout, s.seed)
-    policy = Policy(pool, held, emb, LearningModel(), s.seed)
+    policy = Policy(*problems, emb, LearningModel(), s.seed)
     rng = np.random.default_rng(s.seed + 1)
     z0 = policy.logit[: s.pool].copy()
     if prior == "noisy":
@@ -126,9 +125,13 @@ def run(
     unseen = np.ones(s.pool, dtype=bool)
 
     def known(i: npt.NDArray[np.int64]) -> FloatArray:
-        moved: FloatArray = {"all": policy.logit[i] - z0[i], "self": own[i]}.get(
-            know, np.zeros(len(i))
-        )
+        """How far these prompts' logits moved since the start, as far as the selector knows."""
+        if know == "all":
+            moved: FloatArray = policy.logit[i] - z0[i]
+        elif know == "self":
+            moved = own[i]
+        else:
+            moved = np.zeros(len(i))
         return moved + policy.shift
 
     order = rng.permutation(s.pool)
@@ -206,18 +209,16 @@ def main() -> None:
     results: dict[tuple[int, int], dict[str, list[float]]] = {}
     t0 = time.perf_counter()
     for pool, seed in itertools.product(args.pool, range(args.seeds)):
-        pool_set, held = load_problems(pool, args.heldout, seed)
-        emb = embed(pool_set.texts + held.texts)
+        problems = load_problems(pool, args.heldout, seed)
+        emb = embed(problems[0].texts + problems[1].texts)
         for over in args.oversample:
-            s = Setting(
-                pool, over, seed, args.heldout, args.steps, args.batch, args.group, args.warmup
-            )
+            s = Setting(pool, over, seed, args.steps, args.batch, args.group, args.warmup)
             cell = results.setdefault((pool, over), {"oracle": [], "exact": []})
-            cell["oracle"].append(run(s, emb, "oracle"))
+            cell["oracle"].append(run(s, problems, emb, "oracle"))
             if args.know == "all":  # the machinery check; a point prior can't absorb the rest
-                cell["exact"].append(run(s, emb, "exact"))
+                cell["exact"].append(run(s, problems, emb, "exact"))
             for rho, bonus in itertools.product(args.rho, args.optimism):
-                zv = run(s, emb, "noisy", taus[rho], args.know, bonus)
+                zv = run(s, problems, emb, "noisy", taus[rho], args.know, bonus)
                 cell.setdefault(f"rho={rho}+{bonus}", []).append(zv)
             print(
                 f"  pool {pool} oversample {over} seed {seed}: "
