@@ -204,6 +204,47 @@ def sparse_timings(texts: list[str], p: np.ndarray) -> None:
     print(f"| predictor state, stored (npz) | {len(state.to_bytes()) / 2**20:.1f} MiB | - |")
 
 
+def baselines(
+    texts: list[str],
+    tr: np.ndarray,
+    te: np.ndarray,
+    labels: dict[str, tuple[np.ndarray, int]],
+    p: np.ndarray,
+) -> list[tuple[str, str, dict[str, float]]]:
+    """What the served predictor must beat, on the same split, fitted directly (no service)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    loglen = np.log1p([len(t) for t in texts]).reshape(-1, 1)
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    xtr = vec.fit_transform([texts[i] for i in tr])
+    xte = vec.transform([texts[i] for i in te])
+    t_vec = time.perf_counter() - t0
+    out = []
+    for kind, (succ, n) in labels.items():
+        s, rate = succ[tr], succ[tr] / n
+        t0 = time.perf_counter()
+        m = metrics(np.full(len(te), rate.mean()), p[te])
+        out.append(("constant (training mean)", kind, {**m, "fit_s": time.perf_counter() - t0}))
+        t0 = time.perf_counter()
+        # one row per success and per failure, weighted: the binomial likelihood of the counts
+        lr = LogisticRegression().fit(
+            np.vstack([loglen[tr], loglen[tr]]),
+            np.r_[np.ones(len(tr)), np.zeros(len(tr))],
+            sample_weight=np.r_[s, n - s],
+        )
+        m = metrics(lr.predict_proba(loglen[te])[:, 1], p[te])
+        out.append(("log length (logistic)", kind, {**m, "fit_s": time.perf_counter() - t0}))
+        t0 = time.perf_counter()
+        pred = np.clip(Ridge(alpha=3.0).fit(xtr, rate).predict(xte), 1e-3, 1 - 1e-3)
+        m = metrics(pred, p[te])
+        out.append(
+            ("TF-IDF 1-2 grams, ridge", kind, {**m, "fit_s": time.perf_counter() - t0 + t_vec})
+        )
+    return out
+
+
 HEADER = (
     "| embedder | fitted on | Spearman | AUROC all-fail | AUROC all-pass | AUROC informative "
     "| calibration MAE | fit s |\n|---|---|---|---|---|---|---|---|"
@@ -295,6 +336,8 @@ def main() -> None:
             f"uploaded, seed {args.seed})\n"
         )
         print(HEADER)
+        for name, kind, m in baselines(texts, tr, te, labels, p):
+            print(_row(f"baseline: {name}", kind, m), flush=True)
         for embedder in args.embedder:
             rows_out, levels = run_embedder(embedder, texts, ids, tr, te, labels, p, math)
             for kind, m in rows_out:
