@@ -7,6 +7,7 @@ Prints a markdown table with p50/p95 per call and the targets from the foundatio
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -42,7 +43,13 @@ def embed_time(c: httpx.Client, n: int, embedder: str) -> float:
 
 
 def run(
-    backend: str, pool: int, repeats: int, size: int, embed_n: int, embedder: str | None = None
+    backend: str,
+    pool: int,
+    repeats: int,
+    size: int,
+    embed_n: int,
+    embedder: str | None = None,
+    selection: dict[str, object] | None = None,
 ) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     rng = random.Random(0)
@@ -81,7 +88,8 @@ def run(
         rows.append((f"upload {pool:,} prompts (10k chunks)", f"{upload:.1f} s", "-", "≤ 30 s"))
 
         c.post(
-            "/v1/runs", json={"name": "r", "dataset": "bench", "group_size": 8}
+            "/v1/runs",
+            json={"name": "r", "dataset": "bench", "group_size": 8, "selection": selection or {}},
         ).raise_for_status()
         out_lat: list[float] = []
         for step in range(repeats):
@@ -163,8 +171,21 @@ def main() -> None:
     ap.add_argument(
         "--embed", type=int, default=30_000, help="prompts for the embedding timing (0: skip)"
     )
+    ap.add_argument(
+        "--selection",
+        default="{}",
+        help="JSON for the run's selection, e.g. '{\"oversample\": 32}' (the efficacy setting)",
+    )
     args = ap.parse_args()
-    rows = run(args.backend, args.pool, args.repeats, args.size, args.embed, args.embedder)
+    rows = run(
+        args.backend,
+        args.pool,
+        args.repeats,
+        args.size,
+        args.embed,
+        args.embedder,
+        json.loads(args.selection),
+    )
     print(f"\n### depo-service API benchmark ({args.backend}, 1 server process)\n")
     print("| operation | p50 / total | p95 | target |")
     print("|---|---|---|---|")
