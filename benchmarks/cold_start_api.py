@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from benchmarks._server import serve
-from benchmarks.eval_predictor import DATA, GROUP, load_jsonl, metrics
+from benchmarks.eval_predictor import DATA, GROUP, constant, load_jsonl, metrics
 
 CHUNK = 2_000
 PREDICT_CHUNK = 256  # raw texts per /predict: the cap on transformer embedders
@@ -225,7 +225,7 @@ def baselines(
     for kind, (succ, n) in labels.items():
         s, rate = succ[tr], succ[tr] / n
         t0 = time.perf_counter()
-        m = metrics(np.full(len(te), rate.mean()), p[te])
+        m = metrics(constant(loglen[tr], s, np.full(len(tr), n), loglen[te]), p[te])
         out.append(("constant (training mean)", kind, {**m, "fit_s": time.perf_counter() - t0}))
         t0 = time.perf_counter()
         # one row per success and per failure, weighted: the binomial likelihood of the counts

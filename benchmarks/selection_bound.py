@@ -48,16 +48,18 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
 
-from benchmarks.simulator import DATA, LearningModel, Policy, Problems, embed, load_problems
+from benchmarks.simulator import (
+    DATA,
+    LearningModel,
+    Policy,
+    Problems,
+    embed,
+    load_problems,
+    logit,
+)
 
 FloatArray = npt.NDArray[np.float64]
 GRID = np.linspace(-7.0, 7.0, 57)  # starting logits; labels are clipped to [-5.8, 5.8]
-
-
-def logit(p: FloatArray) -> FloatArray:
-    q = np.clip(p, 0.003, 0.997)
-    out: FloatArray = np.log(q / (1 - q))
-    return out
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+def logit(p: FloatArray) -> FloatArray:
+    """Labels of 0 and 1 clipped to about +-5.8, so every prompt can still move."""
+    q = np.clip(p, 0.003, 0.997)
+    out: FloatArray = np.log(q / (1 - q))
+    return out
+
+
 @dataclass(frozen=True)
 class LearningModel:
     eta_self: float = 0.25
@@ -83,7 +90,7 @@ class Policy:
         seed: int,
     ) -> None:
         p0 = np.concatenate([pool.pass_rate, heldout.pass_rate])
-        self.logit = np.log(np.clip(p0, 0.003, 0.997) / (1 - np.clip(p0, 0.003, 0.997)))
+        self.logit = logit(p0)
         self.n_pool = len(pool.ids)
         self.model = model
         self.rng = np.random.default_rng(seed)
