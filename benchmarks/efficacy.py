@@ -49,8 +49,9 @@ class Method:
 # 32, against 25.8% and 25.8% at 8, one seed).
 SCAN: dict[str, Any] = {"oversample": 32}
 INFORMATIVE: dict[str, Any] = {**SCAN, "explore": 0.0, "thompson_draws": 0}
-# window and target do better with the older, weaker selection floor (0.565 and 0.565
-# held-out at 164k rollouts, against 0.553 and 0.562 at the default 4): peers get their best.
+# window and target did better with selection floor 2 than at 4 (0.565 and 0.565 held-out at
+# 164k rollouts, against 0.553 and 0.562), which they keep should the default move again;
+# with tracking, 2 is the default for every method.
 PEERS: dict[str, Any] = {**SCAN, "min_prior_strength": 2.0}
 
 METHODS = [

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.app import create_app
 from service.config import Settings
 from service.migrate import upgrade
+from service.runs.schemas import SelectionConfig
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _admin, _with_db
 
 BEFORE_FLOOR = "444c13189cb9"
@@ -84,7 +85,7 @@ async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> N
         new = (await c.post("/v1/runs", json=body)).json()["selection"]
     assert old["min_prior_strength"] == 2.0
     assert explicit["min_prior_strength"] == 6.0
-    assert new["min_prior_strength"] == 4.0
+    assert new["min_prior_strength"] == SelectionConfig().min_prior_strength
 
 
 async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
@@ -109,3 +110,19 @@ async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
     assert (sel["window_lo"], sel["window_hi"]) == (0.1, 0.9)
     assert (sel["n_min"], sel["n_max"]) == (8, 8)
     assert sel["prior_beta"] == 1e-3 and sel["prior_alpha"] == 1.0
+
+
+async def test_runs_from_before_tracking_keep_their_estimates(fresh: Settings) -> None:
+    await upgrade(fresh, "7c3d2e8a1f60")
+    async with _client(fresh) as c:
+        await c.post("/v1/datasets", json={"name": "d"})
+        body = {"name": "old", "dataset": "d", "group_size": 8}
+        assert (await c.post("/v1/runs", json=body)).status_code == 201
+    await _rewrite_selection(fresh, "old", lambda sel: sel.pop("tracking"))
+    await upgrade(fresh)
+    async with _client(fresh) as c:
+        old = (await c.get("/v1/runs/old")).json()["selection"]
+        body = {"name": "new", "dataset": "d", "group_size": 8}
+        new = (await c.post("/v1/runs", json=body)).json()["selection"]
+    assert old["tracking"] is False
+    assert new["tracking"] is True

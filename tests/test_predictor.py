@@ -320,7 +320,8 @@ async def test_predict_caps_raw_texts_on_a_transformer_embedder(
 async def test_selection_scores_with_the_floored_prior_and_predict_with_the_calibrated(
     client: httpx.AsyncClient, state: AppState, uid: str
 ) -> None:
-    _, run = await _setup(client, state, uid, 600, 600, strategy="informative")
+    selection = {"fit_min_outcomes": 50, "refit_every": 10_000, "min_prior_strength": 4.0}
+    _, run = await _setup(client, state, uid, 600, 600, strategy="informative", selection=selection)
     info = (await client.get(f"/v1/runs/{run}/predictor")).json()
     calibrated = info["calibration"]["prior_strength"]
     assert calibrated < 4.0, "real pass rates are U-shaped: the calibrated strength is small"

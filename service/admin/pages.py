@@ -34,6 +34,10 @@ CALIBRATION = {
     "scored_version": "the version those figures score",
     "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
     "served_drift_logit": "how far served prompts came out above their estimate (logit)",
+    "tracking_gain_own": "logit gain per unit of a prompt's own training (reward sd of a group)",
+    "tracking_gain_neighbours": "logit gain per unit of its nearest neighbours' training",
+    "tracking_gain_global": "logit gain per unit of the whole run's training",
+    "tracking_rows": "re-served groups the gains are fitted on",
     "fitted_prompts": "prompts this version was fitted on",
     "fit_seconds": "time the fit took",
 }

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from service.estimator import PredictorState
 from service.estimator.sparse import Matrix
+from service.predictor.exposure import Graph, Shifts
 
 F32 = npt.NDArray[np.float32]
 
@@ -33,6 +34,7 @@ class Prior:
     rates: F32
     drift: float
     strength: float | None = None
+    tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
 
 
 @dataclass
@@ -42,3 +44,5 @@ class PredictorCache:
     priors: dict[int, Prior] = field(default_factory=dict)
     states: dict[int, tuple[int, PredictorState]] = field(default_factory=dict)
     inputs: dict[int, tuple[tuple[int, str], DatasetInputs]] = field(default_factory=dict)
+    # a dataset's neighbour graph, current while its inputs object is the cached one
+    graphs: dict[int, tuple[DatasetInputs, Graph]] = field(default_factory=dict)

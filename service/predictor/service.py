@@ -28,6 +28,7 @@ from service.datasets.models import Dataset
 from service.db import utcnow
 from service.estimator import PredictorState
 from service.outcomes.models import Outcome
+from service.predictor import tracking
 from service.predictor.cache import F32, DatasetInputs, Prior
 from service.predictor.calibrate import fit_calibrated, predict_rates
 from service.predictor.drift import served_drift
@@ -75,9 +76,9 @@ async def priors(state: AppState, session: AsyncSession, run_id: int) -> Prior |
         return cached
     row = (
         await session.execute(
-            select(PredictorVersion.priors, PredictorVersion.calibration).where(
-                PredictorVersion.run_id == run_id, PredictorVersion.version == version
-            )
+            select(
+                PredictorVersion.priors, PredictorVersion.calibration, PredictorVersion.tracking
+            ).where(PredictorVersion.run_id == run_id, PredictorVersion.version == version)
         )
     ).one()
     prior = Prior(
@@ -85,6 +86,7 @@ async def priors(state: AppState, session: AsyncSession, run_id: int) -> Prior |
         rates=np.frombuffer(row.priors, dtype=np.float32),
         drift=float(row.calibration.get("served_drift_logit", 0.0)),
         strength=row.calibration.get("prior_strength"),
+        tracked=tracking.unpack_shifts(row.tracking),
     )
     state.predictor_cache.priors[run_id] = prior
     return prior
@@ -187,6 +189,21 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
         assert init is not None
         new = init
     prior = await asyncio.to_thread(_predict_all, new, inputs)
+    blob: bytes | None = None
+    if cfg.tracking:
+        async with state.read_sessionmaker() as session:
+            blob, report = await tracking.advance(
+                state.predictor_cache,
+                session,
+                run_id,
+                cfg,
+                prev,
+                dataset.id,
+                inputs,
+                target,
+                _selection_base(cfg, prev, len(inputs.mask)),
+            )
+        calibration |= report
     version = (prev.version if prev is not None else 0) + 1
     async with state.sessionmaker() as session:
         session.add(
@@ -196,6 +213,7 @@ async def _fit(state: AppState, run_id: int, force: bool) -> int | None:
                 trained_on=target,
                 state=new.to_bytes(),
                 priors=prior.tobytes(),
+                tracking=blob,
                 calibration={
                     **calibration,
                     "prior_strength": new.meta.get("calibration", {}).get("strength"),
@@ -235,7 +253,7 @@ async def _prune(session: AsyncSession, run_id: int, newest: int) -> None:
             PredictorVersion.version <= newest - KEEP_BLOBS,
             func.length(PredictorVersion.state) > 0,
         )
-        .values(state=b"", priors=b"")
+        .values(state=b"", priors=b"", tracking=None)
         .execution_options(synchronize_session=False)
     )
 
@@ -271,6 +289,22 @@ async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]
         .group_by(Outcome.prompt_idx)
     )
     return {int(i): float(v) for i, v in rows.tuples() if v is not None}
+
+
+def _selection_base(
+    cfg: SelectionConfig, prev: PredictorVersion | None, size: int
+) -> tuple[npt.NDArray[np.float64], float]:
+    """The prior selection scored prompts with until now: the previous version's, floored."""
+    mean = cfg.prior_alpha / (cfg.prior_alpha + cfg.prior_beta)
+    if prev is None or not prev.priors:
+        return np.full(size, mean), cfg.prior_alpha + cfg.prior_beta
+    rates = np.full(size, np.nan)
+    old = np.frombuffer(prev.priors, dtype=np.float32)[:size]
+    rates[: len(old)] = old
+    k = cfg.prior_strength
+    if k is None:
+        k = max(prev.calibration.get("prior_strength") or DEFAULT_STRENGTH, cfg.min_prior_strength)
+    return np.clip(np.nan_to_num(rates, nan=mean), 0.01, 0.99), float(k)
 
 
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
@@ -350,7 +384,7 @@ def prior_pseudo_counts(
 
 @dataclass(frozen=True)
 class Estimate:
-    """Each prompt's Beta posterior: the predictor's prior, its own history, the drift shift."""
+    """Each prompt's Beta posterior: the predictor's prior, its own history, how far it moved."""
 
     alpha: npt.NDArray[np.float64]
     beta: npt.NDArray[np.float64]
@@ -377,6 +411,10 @@ async def estimate(
     a0, b0 = prior_pseudo_counts(cfg, prior, idx, selecting=selecting)
     alpha, beta = beta_posterior(stats, step, cfg.discount, a0, b0)
     seen = np.array([s is not None for s in stats], dtype=bool)
-    if prior is not None and prior.drift and seen.any():
+    if prior is not None and prior.tracked is not None and cfg.tracking and seen.any():
+        evidence = alpha + beta - a0 - b0  # discounted rollouts of each prompt's own
+        shift = tracking.shift_for(prior.tracked, idx, evidence, step, cfg.discount)
+        alpha, beta = shift_logit(alpha, beta, shift * seen)
+    elif prior is not None and prior.drift and seen.any():
         alpha, beta = shift_logit(alpha, beta, prior.drift * seen)
     return Estimate(alpha, beta, a0 / (a0 + b0), stats)
