@@ -226,3 +226,34 @@ async def test_tracking_off_stores_no_replay_and_pruning_drops_old_ones(
     newest = max(v for v, _ in versions)
     for v, n in versions:
         assert (n is not None and n > 0) == (v > newest - predictor.KEEP_BLOBS), (v, n)
+
+
+def test_late_groups_fold_in_as_the_hot_stats_do() -> None:
+    """A group reported for an earlier step weighs in discounted, as add_group folds it."""
+    from service.stats.math import add_group
+
+    groups = [(0, 0, 8, 3), (0, 10, 8, 5), (0, 3, 8, 8), (1, 4, 8, 2)]  # idx, step, n, k
+    log = Log(*(np.array(c) for c in zip(*groups, strict=True)), np.full(4, 0.4))  # type: ignore[arg-type]
+    r = Replay.empty(2)
+    nb, sim = np.zeros((2, 0), np.int64), np.zeros((2, 0))
+    exposure.advance(r, log, nb, sim, 0.9, np.full(2, 0.5), 2.0)
+    stats = None
+    for _, s, n, k in groups[:3]:
+        stats = add_group(stats, s, n, k, 0.9)
+    assert stats is not None
+    assert (r.succ[0], r.fail[0]) == pytest.approx((stats.disc_successes, stats.disc_failures))
+    assert r.weight[0] == pytest.approx(stats.disc_successes + stats.disc_failures)
+    assert r.last[0] == 10 and r.step == 10  # the latest step, not the last reported
+
+
+def test_shifts_stay_bounded_and_posteriors_proper() -> None:
+    """However stale a prompt, its shift is capped and its Beta keeps both counts positive."""
+    from service.stats.math import shift_logit
+
+    log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=10)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0, 4.0)
+    s = exposure.shifts(r, np.array([2.0, 2.0, 2.0]), nb, sim, 1.0)
+    assert np.abs(s.shift).max() == pytest.approx(exposure.MAX_SHIFT)
+    a, b = shift_logit(np.array([5.0, 0.01]), np.array([0.01, 5.0]), np.array([40.0, -40.0]))
+    assert np.all(a > 0) and np.all(b > 0)

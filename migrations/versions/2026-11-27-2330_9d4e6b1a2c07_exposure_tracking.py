@@ -3,6 +3,7 @@
 Each predictor version now stores the exposure replay it continued (predictor/tracking.py)
 and the per-prompt shifts it gives selection. `tracking` is a new run setting, on by
 default; a run's settings are fixed at creation, so runs created before it keep it off.
+Upgrade before starting replicas of this version: older replicas reject the new key.
 
 Revision ID: 9d4e6b1a2c07
 Revises: 7c3d2e8a1f60
@@ -41,5 +42,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # older code forbids unknown selection keys
+    conn = op.get_bind()
+    for run_id, selection in conn.execute(sa.select(runs.c.id, runs.c.selection)).all():
+        if "tracking" in selection:
+            rest = {k: v for k, v in selection.items() if k != "tracking"}
+            conn.execute(runs.update().where(runs.c.id == run_id).values(selection=rest))
     with op.batch_alter_table("predictor_versions") as batch:
         batch.drop_column("tracking")

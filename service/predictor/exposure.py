@@ -3,12 +3,13 @@
 A policy that trains on a prompt gets better at it, and at prompts like it; a prompt's counts
 were gathered before that. Replaying the outcome log in order, each prompt accumulates three
 training exposures, in units of reward sd summed over mixed groups (a zero-variance group
-teaches nothing): its own groups, its k nearest neighbours' groups weighted by cosine, and
-every group of the run. Each of its groups is weighed in at the exposures of its time, so the
-distance between a prompt's exposures now and its evidence's average exposures says how much
-training its counts have not seen. The logit gains per unit are fitted by binomial maximum
-likelihood on re-served groups: observed successes against the prompt's estimate just before
-(prior plus discounted counts, unshifted) moved by gains times that distance.
+teaches nothing): its own groups, the groups of prompts that have it among their k nearest
+neighbours (weighted by cosine), and every group of the run. Each of its groups is weighed in
+at the exposures of its time, so the distance between a prompt's exposures now and its
+evidence's average exposures says how much training its counts have not seen. The logit
+gains per unit are fitted by binomial maximum likelihood on re-served groups: observed
+successes against the prompt's estimate just before (prior plus discounted counts, unshifted)
+moved by gains times that distance.
 
 The replay is incremental: its state is stored with each predictor version, so a fit replays
 only the outcomes since the previous one. Training of a step's groups takes effect when a
@@ -34,6 +35,7 @@ EXPOSURES = ("own", "neighbours", "global")
 MIN_ROWS = 200  # re-served groups before gains are fitted; until then drift_correction serves
 KEEP_ROWS = 20_000  # the newest re-served groups the gains are fitted on
 MAX_GAIN = 2.0  # logit per unit of exposure distance (reward sd of one mixed group)
+MAX_SHIFT = 4.0  # logit: a prompt at 0.5 moves to 0.98 at most, however stale
 
 
 @dataclass
@@ -46,8 +48,8 @@ class Replay:
     weight: F64  # discounted rollouts, as weights of the evidence's exposures
     weighted: F64  # (3, n): discounted sum of rollouts times exposure at the time
     last: I64  # step of each prompt's last group, -1 if none
-    step: int = -1  # step of the last replayed group
-    pending: F64 = field(default_factory=lambda: np.zeros((0, 2)))  # (idx, sd) of that step
+    step: int = -1  # latest step replayed
+    pending: F64 = field(default_factory=lambda: np.zeros((0, 2)))  # (idx, sd) not yet trained
     rows: F64 = field(default_factory=lambda: np.zeros((0, 6)))  # base, 3 distances, n, k
 
     @classmethod
@@ -127,27 +129,31 @@ def advance(
     pending = [tuple(p) for p in r.pending]
     for g in range(len(log.idx)):
         i, s, n, k = int(log.idx[g]), int(log.step[g]), int(log.n[g]), int(log.k[g])
-        if s != r.step:
+        if s > r.step:  # a new step: the last one's training has happened
             r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
             _train(r, nb, nb_sim)
             pending = []
             r.step = s
-        if r.last[i] >= 0:
-            f = discount ** max(s - int(r.last[i]), 0)
-            r.succ[i] *= f
-            r.fail[i] *= f
-            r.weight[i] *= f
-            r.weighted[:, i] *= f
+        # as the hot stats fold it (stats.math.add_group): a late group weighs in discounted
+        f = 1.0
+        if r.last[i] >= 0 and s >= r.last[i]:
+            decay = discount ** (s - int(r.last[i]))
+            r.succ[i] *= decay
+            r.fail[i] *= decay
+            r.weight[i] *= decay
+            r.weighted[:, i] *= decay
             if r.weight[i] > 0:
                 m = prior_mean[i]
                 base = (r.succ[i] + m * prior_strength) / (r.succ[i] + r.fail[i] + prior_strength)
                 dist = r.exposure[:, i] - r.weighted[:, i] / r.weight[i]
                 new_rows.append([base, *dist.tolist(), n, k])
-        r.succ[i] += k
-        r.fail[i] += n - k
-        r.weight[i] += n
-        r.weighted[:, i] += n * r.exposure[:, i]
-        r.last[i] = s
+        elif r.last[i] >= 0:
+            f = discount ** (int(r.last[i]) - s)
+        r.succ[i] += k * f
+        r.fail[i] += (n - k) * f
+        r.weight[i] += n * f
+        r.weighted[:, i] += n * f * r.exposure[:, i]
+        r.last[i] = max(int(r.last[i]), s)
         if log.sd[g] > 0:
             pending.append((i, float(log.sd[g])))
     r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
@@ -194,7 +200,7 @@ def shifts(r: Replay, gains: F64, nb: I64, nb_sim: F64, discount: float) -> Shif
     _train(done, nb, nb_sim)
     seen = r.weight > 0
     dist = done.exposure - r.weighted / np.where(seen, r.weight, 1.0)
-    shift = np.where(seen, gains @ dist, 0.0)
+    shift = np.clip(np.where(seen, gains @ dist, 0.0), -MAX_SHIFT, MAX_SHIFT)
     # evidence weight discounted to `step`, so selection can tell how much came after this fit
     weight = np.where(seen, r.weight * discount ** np.maximum(r.step - r.last, 0), 0.0)
     return Shifts(shift.astype(np.float32), weight.astype(np.float32), r.step)

@@ -49,7 +49,7 @@ KEEP_BLOBS = 3
 async def latest(
     session: AsyncSession, run_id: int, *, blobs: bool = True
 ) -> PredictorVersion | None:
-    """The newest version; `blobs=False` leaves model and priors (megabytes) unloaded."""
+    """The newest version; `blobs=False` leaves model, priors and replay (megabytes) unloaded."""
     stmt = (
         select(PredictorVersion)
         .where(PredictorVersion.run_id == run_id)
@@ -57,7 +57,11 @@ async def latest(
         .limit(1)
     )
     if not blobs:
-        stmt = stmt.options(defer(PredictorVersion.state), defer(PredictorVersion.priors))
+        stmt = stmt.options(
+            defer(PredictorVersion.state),
+            defer(PredictorVersion.priors),
+            defer(PredictorVersion.tracking),
+        )
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -95,12 +99,19 @@ async def priors(state: AppState, session: AsyncSession, run_id: int) -> Prior |
 async def model(
     state: AppState, session: AsyncSession, run_id: int
 ) -> tuple[int, PredictorState] | None:
-    row = await latest(session, run_id)
-    if row is None:
+    version = await latest_version(session, run_id)
+    if version is None:
         return None
     cached = state.predictor_cache.states.get(run_id)
-    if cached is None or cached[0] != row.version:
-        cached = (row.version, PredictorState.from_bytes(row.state))
+    if cached is None or cached[0] != version:
+        blob = (
+            await session.execute(
+                select(PredictorVersion.state).where(
+                    PredictorVersion.run_id == run_id, PredictorVersion.version == version
+                )
+            )
+        ).scalar_one()
+        cached = (version, PredictorState.from_bytes(blob))
         state.predictor_cache.states[run_id] = cached
     return cached
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ NEIGHBOURS = 10
 # a neighbour row costs a scan of the whole dataset, about 2 ms at 30,000 n-gram prompts on 2
 # cores; above this only own and global training count
 MAX_GRAPH = 30_000
+_GRAPH_LOCK = threading.Lock()
 
 
 def pack(replay: Replay, shifts: Shifts | None) -> bytes:
@@ -55,17 +57,18 @@ def unpack_shifts(blob: bytes | None) -> Shifts | None:
 
 def graph(cache: PredictorCache, dataset_id: int, inputs: DatasetInputs) -> Graph:
     """The dataset's neighbour graph on its embedding block, kept while its inputs are."""
-    cached = cache.graphs.get(dataset_id)
-    if cached is not None and cached[0] is inputs:
-        return cached[1]
-    n = len(inputs.mask)
-    dim = inputs.x.shape[1] - N_FEATURES
-    if n > MAX_GRAPH or dim <= 0:
-        g = Graph.of(np.zeros((n, 1), dtype=np.float32), 0)
-    else:
-        g = Graph.of(inputs.x[:, :dim], NEIGHBOURS)
-    cache.graphs[dataset_id] = (inputs, g)
-    return g
+    with _GRAPH_LOCK:
+        cached = cache.graphs.get(dataset_id)
+        if cached is not None and cached[0] is inputs:
+            return cached[1]
+        n = len(inputs.mask)
+        dim = inputs.x.shape[1] - N_FEATURES
+        if n > MAX_GRAPH or dim <= 0:
+            g = Graph.of(np.zeros((n, 1), dtype=np.float32), 0)
+        else:
+            g = Graph.of(inputs.x[:, :dim], NEIGHBOURS)
+        cache.graphs[dataset_id] = (inputs, g)
+        return g
 
 
 async def advance(
@@ -111,7 +114,8 @@ def _advance(
 ) -> tuple[bytes, dict[str, float]]:
     # the prompts that pass training on: this step's mixed groups and the step before's
     sources = [outcomes.idx[outcomes.sd > 0], replay.pending[:, 0].astype(np.int64)]
-    g.fill(np.concatenate(sources))
+    with _GRAPH_LOCK:  # fits of two runs on one dataset share its graph
+        g.fill(np.concatenate(sources))
     nb, sim = g.nb, g.sim
     exposure.advance(replay, outcomes, nb, sim, discount, base[0], base[1])
     gains = exposure.fit_gains(replay.rows)

@@ -98,5 +98,6 @@ def shift_logit(
     """Move each Beta's mean by `shift` in logit space, keeping its strength alpha + beta."""
     strength = alpha + beta
     z = np.log(alpha / beta) + shift
-    mean = 1.0 / (1.0 + np.exp(-z))
+    # never exactly 0 or 1: a Beta needs both counts positive (numpy's sampler raises)
+    mean = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-9, 1.0 - 1e-9)
     return mean * strength, (1.0 - mean) * strength
