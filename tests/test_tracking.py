@@ -47,7 +47,9 @@ def _simulate(
     """A policy that moves by exactly this law; each step trains on 100 random prompts."""
     rng = np.random.default_rng(seed)
     x = rng.random((size, 30)) ** 4
-    nb, sim = exposure.neighbours(x, 5)
+    graph = exposure.Graph.of(x, 5)
+    graph.fill(np.arange(size))
+    nb, sim = graph.nb, graph.sim
     z = rng.normal(0.0, 1.5, size)
     z0 = z.copy()
     cols: list[list[Any]] = [[], [], [], [], []]
@@ -81,7 +83,7 @@ def test_gains_follow_the_law_the_policy_moved_by(
     """Fails if the fit ignores its data: no learning gives ~0, own or neighbours' shows."""
     log, nb, sim, p0 = _simulate(law)
     r = Replay.empty(len(p0))
-    exposure.advance(r, log, nb, sim, 1.0, p0, 8.0)
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 8.0, (1 - p0) * 8.0)
     gains = exposure.fit_gains(r.rows)
     assert gains is not None
     assert np.all(gains >= np.array(lo)) and np.all(gains <= np.array(hi)), gains
@@ -90,7 +92,7 @@ def test_gains_follow_the_law_the_policy_moved_by(
 def test_too_few_reserved_groups_fit_nothing() -> None:
     log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=2)
     r = Replay.empty(len(p0))
-    exposure.advance(r, log, nb, sim, 1.0, p0, 8.0)
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 8.0, (1 - p0) * 8.0)
     assert len(r.rows) < exposure.MIN_ROWS and exposure.fit_gains(r.rows) is None
 
 
@@ -102,10 +104,10 @@ def test_replaying_in_pieces_equals_one_pass_and_survives_storage() -> None:
     """Each fit continues the stored replay; a cut inside a step must not change anything."""
     log, nb, sim, p0 = _simulate((0.4, 0.2, 0.0), steps=12)
     whole = Replay.empty(len(p0))
-    exposure.advance(whole, log, nb, sim, 0.99, p0, 4.0)
+    exposure.advance(whole, log, nb, sim, 0.99, p0 * 4.0, (1 - p0) * 4.0)
     part = Replay.empty(len(p0))
     for a, b in [(0, 250), (250, 777), (777, len(log.idx))]:  # 250 and 777 fall mid-step
-        exposure.advance(part, _cut(log, a, b), nb, sim, 0.99, p0, 4.0)
+        exposure.advance(part, _cut(log, a, b), nb, sim, 0.99, p0 * 4.0, (1 - p0) * 4.0)
         stored = tracking.pack(part, exposure.shifts(part, np.ones(3), nb, sim, 0.99))
         part = tracking.unpack_replay(stored)
     for name, value in whole.arrays().items():
@@ -115,7 +117,7 @@ def test_replaying_in_pieces_equals_one_pass_and_survives_storage() -> None:
 def test_shifts_count_the_last_step_and_fade_with_newer_evidence() -> None:
     log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=20)
     r = Replay.empty(len(p0))
-    exposure.advance(r, log, nb, sim, 1.0, p0, 4.0)
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
     gains = np.array([0.5, 0.0, 0.0])
     s = exposure.shifts(r, gains, nb, sim, 1.0)
     last = log.idx[log.step == log.step.max()]
@@ -137,7 +139,7 @@ def test_shifts_count_the_last_step_and_fade_with_newer_evidence() -> None:
 def test_a_grown_dataset_keeps_its_replay() -> None:
     log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=3)
     r = Replay.empty(len(p0))
-    exposure.advance(r, log, nb, sim, 1.0, p0, 4.0)
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
     g = r.resized(len(p0) + 10)
     assert g.exposure.shape == (3, len(p0) + 10) and np.all(g.last[-10:] == -1)
     np.testing.assert_array_equal(g.succ[: len(p0)], r.succ)
@@ -236,7 +238,7 @@ def test_late_groups_fold_in_as_the_hot_stats_do() -> None:
     log = Log(*(np.array(c) for c in zip(*groups, strict=True)), np.full(4, 0.4))  # type: ignore[arg-type]
     r = Replay.empty(2)
     nb, sim = np.zeros((2, 0), np.int64), np.zeros((2, 0))
-    exposure.advance(r, log, nb, sim, 0.9, np.full(2, 0.5), 2.0)
+    exposure.advance(r, log, nb, sim, 0.9, np.ones(2), np.ones(2))
     stats = None
     for _, s, n, k in groups[:3]:
         stats = add_group(stats, s, n, k, 0.9)
@@ -252,7 +254,7 @@ def test_shifts_stay_bounded_and_posteriors_proper() -> None:
 
     log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=10)
     r = Replay.empty(len(p0))
-    exposure.advance(r, log, nb, sim, 1.0, p0, 4.0)
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
     s = exposure.shifts(r, np.array([2.0, 2.0, 2.0]), nb, sim, 1.0)
     assert np.abs(s.shift).max() == pytest.approx(exposure.MAX_SHIFT)
     a, b = shift_logit(np.array([5.0, 0.01]), np.array([0.01, 5.0]), np.array([40.0, -40.0]))

@@ -121,8 +121,8 @@ def advance(
     nb: I64,
     nb_sim: F64,
     discount: float,
-    prior_mean: F64,
-    prior_strength: float,
+    prior_alpha: F64,
+    prior_beta: F64,
 ) -> None:
     """Fold these groups in, recording each re-served one's estimate and exposure distances."""
     new_rows: list[list[float]] = []
@@ -143,8 +143,8 @@ def advance(
             r.weight[i] *= decay
             r.weighted[:, i] *= decay
             if r.weight[i] > 0:
-                m = prior_mean[i]
-                base = (r.succ[i] + m * prior_strength) / (r.succ[i] + r.fail[i] + prior_strength)
+                a, b = r.succ[i] + prior_alpha[i], r.fail[i] + prior_beta[i]
+                base = a / (a + b)
                 dist = r.exposure[:, i] - r.weighted[:, i] / r.weight[i]
                 new_rows.append([base, *dist.tolist(), n, k])
         elif r.last[i] >= 0:
@@ -255,10 +255,3 @@ class Graph:
             self.nb[part] = top
             self.sim[part] = np.clip(np.take_along_axis(dense, top, axis=1), 0.0, 1.0)
         self.filled[todo] = True
-
-
-def neighbours(x: Any, k: int) -> tuple[I64, F64]:
-    """The whole graph at once."""
-    g = Graph.of(x, k)
-    g.fill(np.arange(len(g.filled)))
-    return g.nb, g.sim

@@ -304,18 +304,17 @@ async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]
 
 def _selection_base(
     cfg: SelectionConfig, prev: PredictorVersion | None, size: int
-) -> tuple[npt.NDArray[np.float64], float]:
-    """The prior selection scored prompts with until now: the previous version's, floored."""
-    mean = cfg.prior_alpha / (cfg.prior_alpha + cfg.prior_beta)
-    if prev is None or not prev.priors:
-        return np.full(size, mean), cfg.prior_alpha + cfg.prior_beta
-    rates = np.full(size, np.nan)
-    old = np.frombuffer(prev.priors, dtype=np.float32)[:size]
-    rates[: len(old)] = old
-    k = cfg.prior_strength
-    if k is None:
-        k = max(prev.calibration.get("prior_strength") or DEFAULT_STRENGTH, cfg.min_prior_strength)
-    return np.clip(np.nan_to_num(rates, nan=mean), 0.01, 0.99), float(k)
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The Beta prior selection scored prompts with until now: the previous version's."""
+    prior = None
+    if prev is not None and prev.priors:
+        prior = Prior(
+            version=prev.version,
+            rates=np.frombuffer(prev.priors, dtype=np.float32),
+            drift=0.0,
+            strength=prev.calibration.get("prior_strength"),
+        )
+    return prior_pseudo_counts(cfg, prior, np.arange(size, dtype=np.int64), selecting=True)
 
 
 def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:

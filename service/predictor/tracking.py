@@ -80,13 +80,12 @@ async def advance(
     dataset_id: int,
     inputs: DatasetInputs,
     target: int,
-    base: tuple[F64, float],
+    base: tuple[F64, F64],
 ) -> tuple[bytes, dict[str, float]]:
     """Replay the outcomes since the previous version, refit the gains; the blob to store.
 
-    `base` is the prior rate per prompt and its strength that selection used (the previous
-    version's), so each re-served group is scored against the estimate it was served with,
-    less any shift.
+    `base` is the Beta prior per prompt that selection used (the previous version's), so
+    each re-served group is scored against the estimate it was served with, less any shift.
     """
     start, replay = 0, Replay.empty(len(inputs.mask))
     if prev is not None and prev.tracking:
@@ -110,7 +109,7 @@ async def advance(
 
 
 def _advance(
-    replay: Replay, outcomes: Log, g: Graph, discount: float, base: tuple[F64, float]
+    replay: Replay, outcomes: Log, g: Graph, discount: float, base: tuple[F64, F64]
 ) -> tuple[bytes, dict[str, float]]:
     # the prompts that pass training on: this step's mixed groups and the step before's
     sources = [outcomes.idx[outcomes.sd > 0], replay.pending[:, 0].astype(np.int64)]
