@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench serve clean
+.PHONY: demo test test-fast lint bench serve clean
 
 $(STAMP): pyproject.toml clients/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+# the edit-test loop: embedded backend, no subprocess servers or trainers (tests/README.md)
+test-fast: $(STAMP)
+	DEPO_TEST_BACKENDS=embedded HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

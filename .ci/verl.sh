@@ -20,4 +20,4 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ clients/pyproject.t
   touch "$STAMP"
 fi
 
-HF_HUB_OFFLINE=1 "$VENV/bin/pytest" -q tests/test_verl.py
+DEPO_TEST_BACKENDS=embedded HF_HUB_OFFLINE=1 "$VENV/bin/pytest" -q tests/clients/test_verl.py

@@ -155,9 +155,9 @@ def sparse_timings(texts: list[str], p: np.ndarray) -> None:
     import scipy.sparse as sp
 
     from service.estimator import get_embedder, model_inputs, warmup
+    from service.estimator.calibrate import fit_calibrated, predict_rates
+    from service.estimator.inputs import fit_config
     from service.estimator.sparse import document_frequency_weights
-    from service.predictor.calibrate import fit_calibrated, predict_rates
-    from service.predictor.inputs import fit_config
 
     # distinct texts: 50,000 rows without duplicates (merged duplicates would flatter the fit)
     big = [f"{t} (variant {k})" for k in range(4) for t in texts][:50_000]

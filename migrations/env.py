@@ -10,11 +10,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-import service.batches.models
-import service.datasets.models
-import service.outcomes.models
-import service.predictor.models
-import service.runs.models  # noqa: F401  (register every table on Base.metadata)
+import service.models  # noqa: F401  (register every table on Base.metadata)
 from service.db import Base
 
 config = context.config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,22 +17,23 @@ from service.admin.router import router as admin_router
 from service.batches.router import router as batches_router
 from service.body_limit import BodyLimit, payload_too_large
 from service.config import Settings
-from service.datasets.embedding import Embedders, EmbeddingJobs
 from service.datasets.router import router as datasets_router
 from service.db import create_engine, create_sessionmaker
 from service.deps import require_api_key
+from service.embedding import Embedders, EmbeddingJobs
 from service.estimator.model import warmup
+from service.hotstats.store import create_store
 from service.jobs import Jobs
+from service.metrics import Metrics
 from service.migrate import upgrade
-from service.observability.metrics import Metrics
 from service.observability.router import router as health_router
 from service.outcomes.router import router as outcomes_router
-from service.predictor import service as predictor
-from service.predictor.router import router as predictor_router
+from service.predictions.router import router as predictor_router
+from service.predictor.cache import PredictorCache
+from service.predictor.fit import FitJobs
 from service.runs.router import router as runs_router
 from service.state import AppState
 from service.stats.router import router as stats_router
-from service.stats.store import create_store
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedders = Embedders()
         jobs = Jobs()
         embedding_jobs = EmbeddingJobs(sessionmaker, read_sessionmaker, embedders, jobs)
+        cache = PredictorCache()
+        fits = FitJobs(
+            sessionmaker=sessionmaker,
+            read_sessionmaker=read_sessionmaker,
+            hot=hot,
+            cache=cache,
+            jobs=jobs,
+            refit_min_seconds=settings.refit_min_seconds,
+            threads=settings.fit_threads,
+        )
         app.state.depo = AppState(
             settings=settings,
             engine=engine,
@@ -63,8 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedders=embedders,
             embedding_jobs=embedding_jobs,
             jobs=jobs,
+            predictor_cache=cache,
+            fits=fits,
         )
-        embedding_jobs.on_embedded = functools.partial(predictor.fit_runs_of, app.state.depo)
+        embedding_jobs.on_embedded = fits.fit_runs_of
         await embedding_jobs.resume_all()
         jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
         log.info(

@@ -14,18 +14,81 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DEPO_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Path(".depo")
-    database_url: str | None = None
-    redis_url: str | None = None
-    redis_prefix: str = "depo"
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    lease_seconds: float = 600.0
-    max_prompts_per_request: int = 10_000
-    max_body_bytes: int = 64 * 1024 * 1024
-    run_migrations_on_start: bool = True
-    db_pool_size: int = 10
-    refit_min_seconds: float = 30.0
-    fit_threads: int = 1
+    data_dir: Path = Field(
+        Path(".depo"),
+        description=(
+            "directory of the embedded default's SQLite file (depo.db), used while "
+            "DEPO_DATABASE_URL is unset; created when missing"
+        ),
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "the database: postgresql://user@host/db (any PostgreSQL driver prefix is "
+            "rewritten to asyncpg) or sqlite:///path; unset: SQLite in DEPO_DATA_DIR"
+        ),
+    )
+    redis_url: str | None = Field(
+        None,
+        description=(
+            "Redis for the hot per-prompt stats and the fit locks, e.g. redis://host:6379/0; "
+            "unset: an in-process cache (replicas need Redis)"
+        ),
+    )
+    redis_prefix: str = Field(
+        "depo",
+        description=(
+            "prefix of every Redis key; on PostgreSQL the database's oid is appended, so a "
+            "recreated database never reads another's stats"
+        ),
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "comma-separated API keys; when set, every /v1 call needs 'Authorization: Bearer "
+            "<key>' and the admin pages take a key as the Basic auth password; unset: no auth"
+        ),
+    )
+    lease_seconds: float = Field(
+        600.0,
+        description=(
+            "how long a served prompt stays leased to its batch when no outcome arrives; a "
+            "run's selection.lease_seconds overrides it"
+        ),
+    )
+    max_prompts_per_request: int = Field(
+        10_000, description="most prompts one POST /v1/datasets/{ds}/prompts may upload (413 above)"
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        description=(
+            "largest request body in bytes (64 MiB), counted as it arrives, chunked or not; "
+            "413 above"
+        ),
+    )
+    run_migrations_on_start: bool = Field(
+        True,
+        description=(
+            "upgrade the schema when the server starts; turn off with several replicas and run "
+            "`depo migrate` once instead"
+        ),
+    )
+    db_pool_size: int = Field(
+        10,
+        description=(
+            "PostgreSQL connections per process, and as many again in overflow (not used on SQLite)"
+        ),
+    )
+    refit_min_seconds: float = Field(
+        30.0,
+        description=(
+            "least time between two predictor fits of a run; a fit due sooner runs when that "
+            "time is up, whether or not more outcomes arrive"
+        ),
+    )
+    fit_threads: int = Field(
+        1, description="torch threads a predictor fit uses, so fits leave cores to requests"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,17 +1,21 @@
-"""Heavy objects created once at startup and shared by every request."""
+"""Heavy objects created once at startup and shared by every request (the composition root).
+
+Only infrastructure lives here, so no domain package that a router uses is imported by it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
-from service.datasets.embedding import Embedders, EmbeddingJobs
+from service.embedding import Embedders, EmbeddingJobs
+from service.hotstats.store import HotStore
 from service.jobs import Jobs
-from service.observability.metrics import Metrics
+from service.metrics import Metrics
 from service.predictor.cache import PredictorCache
-from service.stats.store import HotStore
+from service.predictor.fit import FitJobs
 
 
 @dataclass
@@ -25,4 +29,5 @@ class AppState:
     embedders: Embedders
     embedding_jobs: EmbeddingJobs
     jobs: Jobs
-    predictor_cache: PredictorCache = field(default_factory=PredictorCache)
+    predictor_cache: PredictorCache
+    fits: FitJobs

@@ -1,15 +1,11 @@
-"""Every API test runs twice: on PostgreSQL + Redis, and on the embedded default."""
+"""Every API test runs twice: on PostgreSQL + Redis, and on the embedded default (tests/README.md)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -17,22 +13,15 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.config import Settings
 from service.state import AppState
-
-BACKENDS = [b for b in os.environ.get("DEPO_TEST_BACKENDS", "postgres,embedded").split(",") if b]
-PG_ADMIN_URL = os.environ.get("DEPO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("DEPO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.fixtures.backends import BACKENDS, NOTES, PG_ADMIN_URL, REDIS_URL, admin, with_db
 
 
-def _with_db(url: str, db: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + db
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One line per backend that was missing: what was started instead, or what is skipped."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for note in NOTES:
+        if reporter is not None:
+            reporter.write_line(f"depo tests: {note}")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -46,17 +35,17 @@ def settings(
         yield Settings(data_dir=data_dir, database_url=None, redis_url=None, api_keys=[])
         return
     db = f"depo_test_{tag}"
-    asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{db}"'))
     try:
         yield Settings(
             data_dir=data_dir,
-            database_url=_with_db(PG_ADMIN_URL, db),
+            database_url=with_db(PG_ADMIN_URL, db),
             redis_url=REDIS_URL,
             redis_prefix=f"depotest-{tag}",
             api_keys=[],
         )
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -91,34 +80,3 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def uid() -> str:
     """Unique names keep tests independent inside one session database."""
     return uuid.uuid4().hex[:12]
-
-
-async def make_dataset(
-    client: httpx.AsyncClient, name: str, n: int, *, chunk: int = 10_000, prefix: str = "p"
-) -> list[dict[str, Any]]:
-    r = await client.post("/v1/datasets", json={"name": name})
-    assert r.status_code in (200, 201), r.text
-    prompts = [
-        {"id": f"{prefix}{i}", "text": f"Problem {i}: compute {i} + {i * 7 % 13}."}
-        for i in range(n)
-    ]
-    for start in range(0, n, chunk):
-        r = await client.post(
-            f"/v1/datasets/{name}/prompts", json={"prompts": prompts[start : start + chunk]}
-        )
-        assert r.status_code == 200, r.text
-    return prompts
-
-
-async def make_run(
-    client: httpx.AsyncClient, name: str, dataset: str, group_size: int = 8, **extra: Any
-) -> dict[str, Any]:
-    r = await client.post(
-        "/v1/runs", json={"name": name, "dataset": dataset, "group_size": group_size, **extra}
-    )
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,7 @@ import numpy as np
 
 from service.admin import charts
 from service.admin.service import PoolView, RunRow, Savings
-from service.datasets.models import Dataset
-from service.predictor.models import PredictorVersion
-from service.runs.models import Run
+from service.models import Dataset, PredictorVersion, Run
 from service.stats.schemas import RunSummary
 
 STYLE = """

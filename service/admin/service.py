@@ -10,14 +10,11 @@ import numpy.typing as npt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.datasets.models import Dataset, Prompt
-from service.predictor import service as predictor
-from service.predictor.models import PredictorVersion
-from service.runs.models import Run
-from service.runs.schemas import SelectionConfig
-from service.state import AppState
-from service.stats.math import p_informative
-from service.stats.service import catch_up
+from service import estimates
+from service.hotstats.store import HotStore
+from service.models import Dataset, PredictorVersion, Prompt, Run
+from service.policy import SelectionConfig
+from service.predictor.cache import PredictorCache
 
 POOL_SAMPLE = 20_000  # prompts estimated for the pool-wide figures; enough for two decimals
 
@@ -92,16 +89,15 @@ class PoolView:
         return float(1.0 - self.mixed.mean()) if len(self.mixed) else float("nan")
 
 
-async def pool_view(session: AsyncSession, state: AppState, run: Run, pool: int) -> PoolView:
-    cfg = SelectionConfig.model_validate(run.selection)
+async def pool_view(
+    session: AsyncSession, hot: HotStore, cache: PredictorCache, run: Run, pool: int
+) -> PoolView:
     idx = np.arange(pool, dtype=np.int64)
     if pool > POOL_SAMPLE:
         idx = np.sort(np.random.default_rng(run.id).choice(pool, POOL_SAMPLE, replace=False))
-    await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
-    prior = await predictor.priors(state, session, run.id)
-    est = await predictor.estimate(state, run.id, cfg, prior, idx, max(run.max_step, 0))
-    mean = est.alpha / (est.alpha + est.beta)
-    return PoolView(len(idx), mean, p_informative(est.alpha, est.beta, run.group_size))
+    policy = SelectionConfig.model_validate(run.selection)
+    est = await (await estimates.for_run(session, hot, cache, run, policy)).at(idx)
+    return PoolView(len(idx), est.mean, est.p_mixed(run.group_size))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ async def serve_batch(
     run: str, body: BatchRequest, session: SessionDep, state: StateDep
 ) -> BatchResponse:
     r = await runs.get_by_name(session, run)
-    batch, created = await service.get_or_create(session, state, r, body)
+    batch, created = await service.get_or_create(
+        session,
+        r,
+        body,
+        hot=state.hot,
+        cache=state.predictor_cache,
+        default_lease=state.settings.lease_seconds,
+    )
     if created:
         state.metrics.batches_served.inc()
         state.metrics.prompts_served.inc(len(batch.prompts))

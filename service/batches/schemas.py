@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.common import Partition, Step
-from service.runs.schemas import StrategyField
+from service.policy import StrategyField
 
 
 class BatchRequest(BaseModel):

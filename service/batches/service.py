@@ -11,29 +11,33 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import selection
-from service.batches.models import Batch, BatchItem
+from service import estimates, selection
 from service.batches.schemas import BatchRequest, BatchResponse, BatchStats, ServedPrompt
 from service.datasets import service as datasets
-from service.datasets.models import Dataset, Prompt
 from service.db import bulk_insert, utcnow
+from service.estimates import RunEstimates
+from service.estimator.beta import p_mixed
 from service.exceptions import Conflict, InvalidInput
-from service.predictor import service as predictor
-from service.predictor.cache import Prior
+from service.hotstats.catch_up import catch_up
+from service.hotstats.store import HotStore
+from service.models import Batch, BatchItem, Dataset, Prompt, Run
+from service.policy import SelectionConfig
+from service.predictor.cache import PredictorCache
 from service.runs import service as runs
-from service.runs.models import Run
-from service.runs.schemas import SelectionConfig
-from service.selection.budget import allocate, mixed
-from service.state import AppState
-from service.stats.math import p_informative
-from service.stats.service import catch_up
+from service.selection.budget import allocate
 
 IntArray = selection.strategies.IntArray
 BUDGET_CELLS = 2_000_000  # prompts x candidate n values: bounds the split's time and memory
 
 
 async def get_or_create(
-    session: AsyncSession, state: AppState, run: Run, body: BatchRequest
+    session: AsyncSession,
+    run: Run,
+    body: BatchRequest,
+    *,
+    hot: HotStore,
+    cache: PredictorCache,
+    default_lease: float,
 ) -> tuple[BatchResponse, bool]:
     """Ranks and retries asking for the same key get the stored batch back."""
     found = await _find(session, run.id, body.step, body.partition)
@@ -44,16 +48,21 @@ async def get_or_create(
         raise InvalidInput(
             f"size {body.size} is above the pool of {dataset.prompt_count} prompts", field="size"
         )
-    cfg = SelectionConfig.model_validate(run.selection)
-    if selection.get(body.strategy or run.strategy).needs_stats or cfg.budget:
+    policy = SelectionConfig.model_validate(run.selection)
+    fresh = selection.get(body.strategy or run.strategy).needs_stats or policy.budget
+    if fresh:
         # before the run's lock: a stalled cache then fails this request without holding up
         # the outcome reports that wait on the lock (under it, catching up is one read)
-        await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
+        await catch_up(session, hot, run.id, run.outcome_seq, policy.discount)
     run = await runs.lock(session, run.id)
     found = await _find(session, run.id, body.step, body.partition)
     if found is not None:
         return await _render(session, found, body.size), False
-    return await _create(session, state, run, dataset, body), True
+    view = await estimates.for_run(
+        session, hot, cache, run, policy, step=max(body.step, run.max_step), catch_up=fresh
+    )
+    lease = policy.lease_seconds or default_lease
+    return await _create(session, run, dataset, body, view, lease), True
 
 
 async def _find(session: AsyncSession, run_id: int, step: int, partition: str) -> Batch | None:
@@ -160,17 +169,20 @@ class _EpochCursor:
 
 
 async def _create(
-    session: AsyncSession, state: AppState, run: Run, dataset: Dataset, body: BatchRequest
+    session: AsyncSession,
+    run: Run,
+    dataset: Dataset,
+    body: BatchRequest,
+    view: RunEstimates,
+    lease: float,
 ) -> BatchResponse:
-    cfg = SelectionConfig.model_validate(run.selection)
+    policy = view.policy
     name = body.strategy or run.strategy
-    prior = await predictor.priors(state, session, run.id)
     # a run warm-started from another run's predictor is not blind: once that version has
     # landed, its estimates select from the first batch on
-    warm = run.init_from is not None and prior is not None
-    if run.groups < cfg.warmup_outcomes and not warm:
+    warm = run.init_from is not None and view.prior is not None
+    if run.groups < policy.warmup_outcomes and not warm:
         name = "uniform"
-    strategy = selection.get(name)
     leased = await leased_idxs(session, run.id)
     free = dataset.prompt_count - len(leased)
     if body.size > free:
@@ -178,49 +190,10 @@ async def _create(
             f"only {free} prompts are free: {len(leased)} are out in unreported batches",
             field="size",
         )
-    if strategy.needs_stats or cfg.budget:
-        await catch_up(session, state.hot, run.id, run.outcome_seq, cfg.discount)
-    cursor = _EpochCursor(run, dataset.prompt_count, cfg, set(leased))
-    rng = np.random.default_rng([cfg.seed, run.id, run.batch_seq + 1])
-    step = max(body.step, run.max_step)
-    limit = min(strategy.max_scan(body.size, cfg), free)
-    cands = await _candidates(
-        state, run, cfg, prior, cursor.draw(min(strategy.scan_size(body.size, cfg), free)), step
-    )
-    keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
-    while len(keep) < body.size and len(cands) < limit:
-        more = cursor.draw(min(math.ceil(body.size * cfg.oversample), limit - len(cands)))
-        if len(more) == 0:
-            break
-        more_cands = await _candidates(state, run, cfg, prior, more, step)
-        cands = selection.Candidates.concat(cands, more_cands)
-        keep = strategy.choose(cands, body.size, cfg, rng, run.group_size)
-    picked = len(keep)
-    keep = selection.strategies.fill(keep, cands, body.size, cfg.target)
-    if len(keep) < body.size:
-        raise Conflict(f"could only select {len(keep)} of {body.size} prompts", field="size")
+    cursor = _EpochCursor(run, dataset.prompt_count, policy, set(leased))
+    cands, keep, picked = await _select(selection.get(name), view, cursor, run, body.size, free)
     kept = cands.take(keep)
-    suggested = None
-    if (
-        cfg.budget
-        and body.size * ((cfg.n_max or 2 * run.group_size) - cfg.n_min + 1) > BUDGET_CELLS
-    ):
-        raise InvalidInput(
-            f"rollout budget for {body.size} prompts is too large to split; "
-            "lower size or the run's n_max",
-            field="size",
-        )
-    if cfg.budget:
-        suggested = allocate(
-            kept.alpha,
-            kept.beta,
-            body.size * run.group_size,
-            cfg.n_min,
-            cfg.n_max or 2 * run.group_size,
-        )
-        expected = float(np.mean(mixed(kept.alpha, kept.beta, suggested)))
-    else:
-        expected = float(np.mean(p_informative(kept.alpha, kept.beta, run.group_size)))
+    suggested, expected = _split_budget(policy, kept, body.size, run.group_size)
     stats = BatchStats(
         scanned=len(cands),
         kept=len(kept),
@@ -230,39 +203,76 @@ async def _create(
         expected_informative=expected,
         filled=len(keep) - picked,
     )
-    return await _store(session, state, run, dataset, body, kept, suggested, stats, cfg)
+    return await _store(session, run, dataset.id, body, kept, suggested, stats, lease)
 
 
-async def _candidates(
-    state: AppState,
+async def _select(
+    strategy: selection.Strategy,
+    view: RunEstimates,
+    cursor: _EpochCursor,
     run: Run,
-    cfg: SelectionConfig,
-    prior: Prior | None,
-    idx: IntArray,
-    step: int,
-) -> selection.Candidates:
-    est = await predictor.estimate(state, run.id, cfg, prior, idx, step, selecting=True)
-    age = np.array([np.inf if s is None else step - s.last_step for s in est.stats], dtype=float)
+    size: int,
+    free: int,
+) -> tuple[selection.Candidates, IntArray, int]:
+    """Scan the epoch until the strategy keeps `size`; the candidates, kept positions, picks."""
+    policy = view.policy
+    rng = np.random.default_rng([policy.seed, run.id, run.batch_seq + 1])
+    limit = min(strategy.max_scan(size, policy), free)
+    cands = await _candidates(view, cursor.draw(min(strategy.scan_size(size, policy), free)))
+    keep = strategy.choose(cands, size, policy, rng, run.group_size)
+    while len(keep) < size and len(cands) < limit:
+        more = cursor.draw(min(math.ceil(size * policy.oversample), limit - len(cands)))
+        if len(more) == 0:
+            break
+        cands = selection.Candidates.concat(cands, await _candidates(view, more))
+        keep = strategy.choose(cands, size, policy, rng, run.group_size)
+    picked = len(keep)
+    keep = selection.strategies.fill(keep, cands, size, policy.target)
+    if len(keep) < size:
+        raise Conflict(f"could only select {len(keep)} of {size} prompts", field="size")
+    return cands, keep, picked
+
+
+def _split_budget(
+    policy: SelectionConfig, kept: selection.Candidates, size: int, group_size: int
+) -> tuple[IntArray | None, float]:
+    """Rollouts suggested per prompt (budget runs only) and the batch's expected mixed share."""
+    if not policy.budget:
+        return None, float(np.mean(p_mixed(kept.alpha, kept.beta, group_size)))
+    n_max = policy.n_max or 2 * group_size
+    if size * (n_max - policy.n_min + 1) > BUDGET_CELLS:
+        raise InvalidInput(
+            f"rollout budget for {size} prompts is too large to split; "
+            "lower size or the run's n_max",
+            field="size",
+        )
+    suggested = allocate(kept.alpha, kept.beta, size * group_size, policy.n_min, n_max)
+    return suggested, float(np.mean(p_mixed(kept.alpha, kept.beta, suggested)))
+
+
+async def _candidates(view: RunEstimates, idx: IntArray) -> selection.Candidates:
+    est = await view.at(idx, selecting=True)
+    age = np.array(
+        [np.inf if s is None else view.step - s.last_step for s in est.stats], dtype=float
+    )
     return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age)
 
 
 async def _store(
     session: AsyncSession,
-    state: AppState,
     run: Run,
-    dataset: Dataset,
+    dataset_id: int,
     body: BatchRequest,
     kept: selection.Candidates,
     suggested: IntArray | None,
     stats: BatchStats,
-    cfg: SelectionConfig,
+    lease: float,
 ) -> BatchResponse:
     idxs = kept.idx.tolist()
     predicted = kept.mean.tolist()
     ns = suggested.tolist() if suggested is not None else [None] * len(idxs)
-    info = await datasets.prompts_by_pos(session, dataset.id, idxs)
+    info = await datasets.prompts_by_pos(session, dataset_id, idxs)
     now = utcnow()
-    lease = cfg.lease_seconds or state.settings.lease_seconds
     run.batch_seq += 1
     batch = Batch(
         id=uuid.uuid4().hex,

@@ -6,8 +6,6 @@ from fastapi import APIRouter, BackgroundTasks, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service
-from service.datasets.embedding import embedded_count
-from service.datasets.models import Dataset
 from service.datasets.schemas import (
     DatasetCreate,
     DatasetRead,
@@ -16,7 +14,9 @@ from service.datasets.schemas import (
     UploadResult,
 )
 from service.deps import ReadSessionDep, SessionDep, StateDep
+from service.embedding import embedded_count
 from service.exceptions import PayloadTooLarge
+from service.models import Dataset
 from service.state import AppState
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])

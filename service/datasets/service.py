@@ -12,13 +12,13 @@ import numpy as np
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.datasets.embedding import encode
-from service.datasets.models import Dataset, Prompt
 from service.datasets.schemas import DEFAULT_EMBEDDER, DatasetCreate, PromptIn
 from service.db import insert_unless_raced, one_of, utcnow
+from service.embedding import encode
 from service.estimator import N_FEATURES
 from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
+from service.models import Dataset, Prompt
 
 LOOKUP_CHUNK = 5_000
 

@@ -398,6 +398,23 @@ def fit(
     return state
 
 
+@dataclass
+class _Targets:
+    """What the loss compares against: counts, weights, ranking pairs, the logprob head's target."""
+
+    s: torch.Tensor
+    t: torch.Tensor
+    w: torch.Tensor
+    denom: float
+    lo: torch.Tensor
+    hi: torch.Tensor
+    pair_w: torch.Tensor
+    lp_mask: torch.Tensor | None = None
+    lp: torch.Tensor | None = None
+    lp_mean: float = 0.0
+    lp_scale: float = 1.0
+
+
 def _fit_torch(
     x: np.ndarray,
     s: np.ndarray,
@@ -410,6 +427,43 @@ def _fit_torch(
     t0: float,
 ) -> PredictorState:
     """Run full-batch L-BFGS on the combined loss until converged or out of time."""
+    mean, scale, xs = _scaled_inputs(x, w, init, logprob, cfg)
+    pooled = float((w * s).sum() / max(float((w * t).sum()), _EPS))
+    pooled = min(max(pooled, 1e-3), 1 - 1e-3)
+    net = _Net(x.shape[1], cfg.hidden)
+    _init_net(net, init, float(np.log(pooled / (1 - pooled))))
+    targets = _targets(s, t, w, logprob, cfg, rng)
+    # The hinge is linear in the weights, so it needs more shrinkage (measured: w=3 wants 3e-3).
+    l2 = cfg.l2 + cfg.ranking_weight * cfg.l2_per_ranking_weight
+    steps = _minimise(net, xs, targets, cfg, l2, t0)
+    a, b = _recalibrate(net, xs, s, t, w, cfg)
+    lin = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)]
+    return PredictorState(
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=[layer.weight.detach().numpy().T.astype(np.float32).copy() for layer in lin],
+        biases=[layer.bias.detach().numpy().astype(np.float32).copy() for layer in lin],
+        logprob_mean=targets.lp_mean,
+        logprob_scale=targets.lp_scale,
+        meta={
+            "format_version": FORMAT_VERSION,
+            "hidden": cfg.hidden,
+            "l2": l2,
+            "ranking_weight": cfg.ranking_weight,
+            "lbfgs_steps": steps,
+            "platt": [a, b],
+        },
+    )
+
+
+def _scaled_inputs(
+    x: np.ndarray,
+    w: np.ndarray,
+    init: PredictorState | None,
+    logprob: np.ndarray | None,
+    cfg: FitConfig,
+) -> tuple[np.ndarray, np.ndarray, torch.Tensor | ScaledCsr]:
+    """Standardised inputs; a warm start keeps its predecessor's scaling so weights carry over."""
     if init is not None:
         mean, scale = init.mean, init.scale
     else:
@@ -422,31 +476,50 @@ def _fit_torch(
         xs = ScaledCsr(x, mean, scale, outputs=heads if cfg.hidden == 0 else None)
     else:
         xs = torch.from_numpy(x).sub(torch.from_numpy(mean)).div_(torch.from_numpy(scale))
-    st, tt, wt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(w)
-    rates = s / t
-    pooled = float((w * s).sum() / max(float((w * t).sum()), _EPS))
-    pooled = min(max(pooled, 1e-3), 1 - 1e-3)
-    net = _Net(x.shape[1], cfg.hidden)
-    _init_net(net, init, float(np.log(pooled / (1 - pooled))))
-    denom = float((w * t).sum())
-    lo, hi = _sample_pairs(rates, cfg, rng)
-    lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
-    pair_w = torch.from_numpy(0.5 * (w[lo] + w[hi]))
-    lp_mean, lp_scale, lp_mask, lp_t = 0.0, 1.0, None, None
+    return mean, scale, xs
+
+
+def _targets(
+    s: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray,
+    logprob: np.ndarray | None,
+    cfg: FitConfig,
+    rng: np.random.Generator,
+) -> _Targets:
+    lo, hi = _sample_pairs(s / t, cfg, rng)
+    out = _Targets(
+        s=torch.from_numpy(s),
+        t=torch.from_numpy(t),
+        w=torch.from_numpy(w),
+        denom=float((w * t).sum()),
+        lo=torch.from_numpy(lo),
+        hi=torch.from_numpy(hi),
+        pair_w=torch.from_numpy(0.5 * (w[lo] + w[hi])),
+    )
     if logprob is not None:
         lp = np.asarray(logprob, dtype=np.float32)
         finite = np.isfinite(lp)
         if finite.any():
-            lp_mean = float(lp[finite].mean())
-            lp_scale = float(lp[finite].std()) or 1.0
-            lp_mask = torch.from_numpy(finite)
-            lp_t = torch.from_numpy(np.where(finite, (lp - lp_mean) / lp_scale, 0.0))
-    params = list(net.parameters())
-    # The hinge is linear in the weights, so it needs more shrinkage (measured: w=3 wants 3e-3).
-    l2 = cfg.l2 + cfg.ranking_weight * cfg.l2_per_ranking_weight
+            out.lp_mean = float(lp[finite].mean())
+            out.lp_scale = float(lp[finite].std()) or 1.0
+            out.lp_mask = torch.from_numpy(finite)
+            out.lp = torch.from_numpy(np.where(finite, (lp - out.lp_mean) / out.lp_scale, 0.0))
+    return out
+
+
+def _minimise(
+    net: _Net,
+    xs: torch.Tensor | ScaledCsr,
+    tg: _Targets,
+    cfg: FitConfig,
+    l2: float,
+    t0: float,
+) -> int:
+    """L-BFGS steps on the loss until converged or out of time; how many steps it took."""
     decay = [layer.weight for layer in net.layers if isinstance(layer, torch.nn.Linear)]
     opt = torch.optim.LBFGS(
-        params,
+        list(net.parameters()),
         lr=1.0,
         # sparse evaluations are slow enough that 20 iterations would overrun the time check
         max_iter=_INNER if isinstance(xs, ScaledCsr) else 20,
@@ -462,16 +535,17 @@ def _fit_torch(
         out = net(xs)
         logit = out[:, 0]
         nll = -(
-            st * torch.nn.functional.logsigmoid(logit)
-            + (tt - st) * torch.nn.functional.logsigmoid(-logit)
+            tg.s * torch.nn.functional.logsigmoid(logit)
+            + (tg.t - tg.s) * torch.nn.functional.logsigmoid(-logit)
         )
-        loss = (wt * nll).sum() / denom
-        if cfg.ranking_weight > 0 and lo_t.numel() > 0:
-            hinge = torch.relu(cfg.ranking_margin - (logit[hi_t] - logit[lo_t]))
-            loss = loss + cfg.ranking_weight * (pair_w * hinge).sum() / pair_w.sum().clamp_min(_EPS)
-        if lp_mask is not None and lp_t is not None and cfg.logprob_weight > 0:
-            err = torch.where(lp_mask, out[:, 1] - lp_t, torch.zeros_like(lp_t))
-            loss = loss + cfg.logprob_weight * err.square().sum() / lp_mask.sum()
+        loss = (tg.w * nll).sum() / tg.denom
+        if cfg.ranking_weight > 0 and tg.lo.numel() > 0:
+            hinge = torch.relu(cfg.ranking_margin - (logit[tg.hi] - logit[tg.lo]))
+            pairs = (tg.pair_w * hinge).sum() / tg.pair_w.sum().clamp_min(_EPS)
+            loss = loss + cfg.ranking_weight * pairs
+        if tg.lp_mask is not None and tg.lp is not None and cfg.logprob_weight > 0:
+            err = torch.where(tg.lp_mask, out[:, 1] - tg.lp, torch.zeros_like(tg.lp))
+            loss = loss + cfg.logprob_weight * err.square().sum() / tg.lp_mask.sum()
         loss = loss + l2 * sum(p.square().sum() for p in decay)
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
@@ -493,29 +567,25 @@ def _fit_torch(
         if abs(prev - loss) < 1e-7 * max(1.0, abs(loss)):
             break
         prev = loss
-    lin = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)]
-    a, b = 1.0, 0.0
-    if cfg.recalibrate and cfg.ranking_weight > 0:
-        with torch.no_grad():
-            logit = net(xs)[:, 0].numpy()
-        a, b = platt(logit, s, t, w)
-        with torch.no_grad():
-            last = lin[-1]
-            last.weight[0].mul_(a)
-            last.bias[0] = a * last.bias[0] + b
-    return PredictorState(
-        mean=mean.astype(np.float32),
-        scale=scale.astype(np.float32),
-        weights=[layer.weight.detach().numpy().T.astype(np.float32).copy() for layer in lin],
-        biases=[layer.bias.detach().numpy().astype(np.float32).copy() for layer in lin],
-        logprob_mean=lp_mean,
-        logprob_scale=lp_scale,
-        meta={
-            "format_version": FORMAT_VERSION,
-            "hidden": cfg.hidden,
-            "l2": l2,
-            "ranking_weight": cfg.ranking_weight,
-            "lbfgs_steps": steps,
-            "platt": [a, b],
-        },
-    )
+    return steps
+
+
+def _recalibrate(
+    net: _Net,
+    xs: torch.Tensor | ScaledCsr,
+    s: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray,
+    cfg: FitConfig,
+) -> tuple[float, float]:
+    """Platt-rescale the rate head after a ranking loss bent its scale; the (a, b) applied."""
+    if not (cfg.recalibrate and cfg.ranking_weight > 0):
+        return 1.0, 0.0
+    with torch.no_grad():
+        logit = net(xs)[:, 0].numpy()
+    a, b = platt(logit, s, t, w)
+    last = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight[0].mul_(a)
+        last.bias[0] = a * last.bias[0] + b
+    return a, b

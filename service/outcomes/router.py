@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks
 
 from service.deps import SessionDep, StateDep
+from service.hotstats import catch_up as hotstats
 from service.outcomes import service
 from service.outcomes.schemas import OutcomeAck, OutcomeReport
-from service.predictor import service as predictor
 from service.runs import service as runs
 from service.state import AppState
-from service.stats import service as stats
 
 router = APIRouter(prefix="/runs", tags=["outcomes"])
 
@@ -36,5 +35,7 @@ async def report_outcomes(
 
 
 async def after_ingest(state: AppState, run_id: int) -> None:
-    state.jobs.spawn(f"refresh:{run_id}", lambda: stats.refresh(state, run_id))
-    predictor.schedule_fit(state, run_id)
+    state.jobs.spawn(
+        f"refresh:{run_id}", lambda: hotstats.refresh(state.read_sessionmaker, state.hot, run_id)
+    )
+    state.fits.schedule(run_id)

@@ -8,14 +8,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.batches.models import Batch, BatchItem
 from service.datasets import service as datasets
 from service.db import bulk_insert, one_of, utcnow
 from service.exceptions import InvalidInput
-from service.outcomes.models import Outcome
+from service.models import Batch, BatchItem, Outcome, Run
 from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
 from service.runs import service as runs
-from service.runs.models import Run
 
 LOOKUP_CHUNK = 5_000
 

@@ -4,37 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
 from service.estimator import PredictorState
-from service.estimator.sparse import Matrix
-from service.predictor.exposure import Graph, Shifts
-
-F32 = npt.NDArray[np.float32]
-
-
-@dataclass
-class DatasetInputs:
-    """A dataset's model inputs by dense idx; rows not embedded yet are absent from `mask`.
-
-    `x` is CSR for sparse embedders; `column_weights` then holds their idf over the dataset.
-    """
-
-    x: Matrix
-    mask: npt.NDArray[np.bool_]
-    column_weights: F32 | None = None
-
-
-@dataclass(frozen=True)
-class Prior:
-    """What selection needs from a version: rates per prompt idx and the served-prompt drift."""
-
-    version: int
-    rates: F32
-    drift: float
-    strength: float | None = None
-    tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
+from service.estimator.exposure import Graph
+from service.estimator.inputs import DatasetInputs
+from service.estimator.prior import Prior
 
 
 @dataclass

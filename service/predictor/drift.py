@@ -8,10 +8,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.batches.models import BatchItem
 from service.db import one_of
-from service.outcomes.models import Outcome
-from service.runs.schemas import SelectionConfig
+from service.models import BatchItem, Outcome
+from service.policy import SelectionConfig
 
 DRIFT_WINDOW = 2_000
 DRIFT_PAGE = 5_000

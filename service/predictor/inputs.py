@@ -10,13 +10,12 @@ import scipy.sparse as sp
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.datasets.embedding import decode_inputs
-from service.datasets.models import Dataset, Prompt
-from service.estimator import N_FEATURES, FitConfig
-from service.estimator.embedders import SPARSE_EMBEDDERS
-from service.estimator.inputs import input_blocks
+from service.embedding import decode_inputs
+from service.estimator import N_FEATURES
+from service.estimator.inputs import DatasetInputs, input_blocks
 from service.estimator.sparse import document_frequency_weights, is_sparse
-from service.predictor.cache import F32, DatasetInputs, PredictorCache
+from service.models import Dataset, Prompt
+from service.predictor.cache import PredictorCache
 
 
 async def dataset_inputs(
@@ -74,40 +73,3 @@ def _place_rows(
     weights = np.ones(x.shape[1])
     weights[:grams] = document_frequency_weights(vecs, slice(0, grams))
     return DatasetInputs(x, mask, weights.astype(np.float32))
-
-
-# MiniLM's block beside sparse n-grams, in total standard deviation against theirs: 5-fold
-# DeepScaleR cold start is flat from 0.25 to 0.5 (0.471-0.472) and lower at 0.7 and 1.0
-MINILM_GAIN = 0.35
-
-
-def fit_config(
-    embedder: str, dim: int, threads: int, column_weights: F32 | None = None
-) -> FitConfig:
-    """Each embedder's block keeps its own scale; client vectors are one block.
-
-    Few threads: a fit shares the machine with request handling and must not starve it.
-    Sparse n-grams need far less shrinkage than dense blocks, each weight seeing few prompts,
-    and the ranking hinge does not help them. On DeepScaleR cold start
-    (`benchmarks/cold_start_features.py --torch`), the binomial loss alone at l2 1e-5 reaches
-    Spearman 0.457 fitted on true rates and 0.452 on one group of 8; with the hinge at
-    weight 3 (l2 3e-4), 0.454 and 0.451.
-    """
-    blocks: tuple[int, ...]
-    if embedder == "client" or dim <= N_FEATURES:
-        blocks = (dim - N_FEATURES, N_FEATURES) if dim > N_FEATURES else (dim,)
-    else:
-        blocks = input_blocks(embedder, dim - N_FEATURES)
-    if embedder in SPARSE_EMBEDDERS:
-        gains = None
-        if len(blocks) == 3:  # n-grams, MiniLM, text features
-            gains = (1.0, MINILM_GAIN, FitConfig.feature_gain)
-        return FitConfig(
-            blocks=blocks,
-            block_gains=gains,
-            num_threads=threads,
-            column_weights=column_weights,
-            l2=1e-5,
-            ranking_weight=0.0,
-        )
-    return FitConfig(blocks=blocks, num_threads=threads)

@@ -12,13 +12,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.estimator import N_FEATURES
-from service.outcomes.models import Outcome
-from service.predictor import exposure
-from service.predictor.cache import DatasetInputs, PredictorCache
-from service.predictor.exposure import F64, I64, Graph, Log, Replay, Shifts
-from service.predictor.models import PredictorVersion
-from service.runs.schemas import SelectionConfig
+from service.estimator import N_FEATURES, exposure
+from service.estimator.exposure import F64, Graph, Log, Replay, Shifts
+from service.estimator.inputs import DatasetInputs
+from service.models import Outcome, PredictorVersion
+from service.policy import SelectionConfig
+from service.predictor.cache import PredictorCache
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +124,3 @@ def _advance(
         report[f"tracking_gain_{name}"] = float(gain)
     sh = exposure.shifts(replay, gains, nb, sim, discount)
     return pack(replay, sh), report
-
-
-def shift_for(shifts: Shifts, idx: I64, evidence: F64, step: int, discount: float) -> F64:
-    """Each prompt's shift, scaled down by the share of its evidence that came after the fit.
-
-    Groups folded in since the fit were gathered closer to the current policy; treating them
-    as unshifted is the cautious reading until the next fit replays them.
-    """
-    inside = idx < len(shifts.shift)
-    out = np.zeros(len(idx))
-    i = idx[inside]
-    fitted = shifts.weight[i] * discount ** max(step - shifts.step, 0)
-    now = evidence[inside]
-    share = np.where(now > 0, np.minimum(fitted / np.where(now > 0, now, 1.0), 1.0), 0.0)
-    out[inside] = shifts.shift[i] * share
-    return out

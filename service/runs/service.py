@@ -6,12 +6,11 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service as datasets
-from service.datasets.models import Dataset
 from service.db import insert_unless_raced
 from service.exceptions import Conflict, InvalidInput, NotFound
-from service.outcomes.models import Outcome
-from service.runs.models import Run
-from service.runs.schemas import RunCreate, RunRead, SelectionConfig
+from service.models import Dataset, Outcome, Run
+from service.policy import SelectionConfig
+from service.runs.schemas import RunCreate, RunRead
 
 
 async def _find(session: AsyncSession, name: str) -> Run | None:

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln
 
+from service.estimator.beta import p_mixed
 from service.selection.strategies import FloatArray, IntArray
-
-
-def mixed(alpha: FloatArray, beta: FloatArray, n: IntArray) -> FloatArray:
-    """P(n rollouts are not all equal) with p ~ Beta(alpha, beta), elementwise."""
-    base = betaln(alpha, beta)
-    out: FloatArray = (
-        1.0 - np.exp(betaln(alpha + n, beta) - base) - np.exp(betaln(alpha, beta + n) - base)
-    )
-    return out
 
 
 def allocate(alpha: FloatArray, beta: FloatArray, total: int, n_min: int, n_max: int) -> IntArray:
@@ -28,7 +19,7 @@ def allocate(alpha: FloatArray, beta: FloatArray, total: int, n_min: int, n_max:
     extra = min(total - n_min * k, (n_max - n_min) * k)
     if extra <= 0 or k == 0:
         return n
-    p = mixed(alpha[:, None], beta[:, None], np.arange(n_min, n_max + 1, dtype=np.int64)[None, :])
+    p = p_mixed(alpha[:, None], beta[:, None], np.arange(n_min, n_max + 1, dtype=np.int64)[None, :])
     gains = np.diff(p, axis=1)
     # tiny tie-break towards earlier increments keeps every row's choice a prefix
     gains = gains - 1e-12 * np.arange(gains.shape[1])[None, :]

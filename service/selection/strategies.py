@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.runs.schemas import SelectionConfig
-from service.stats.math import p_informative
+from service.estimator.beta import p_mixed, p_mixed_at
+from service.policy import SelectionConfig
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -47,12 +47,6 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.idx)
-
-
-def mixed_probability(p: FloatArray, group_size: int) -> FloatArray:
-    """Chance that G rollouts at pass rate p are not all equal: the group teaches something."""
-    out: FloatArray = 1.0 - p**group_size - (1.0 - p) ** group_size
-    return out
 
 
 class Strategy(Protocol):
@@ -177,7 +171,7 @@ class Target(_Scored):
 
 
 class Informative(_Scored):
-    """Ours: rank by P(group of G is mixed) under a Thompson sample; explore re-tests rejects."""
+    """Ours: rank by P(a group of G is mixed), exact or averaged over `thompson_draws` samples."""
 
     name = "informative"
 
@@ -185,9 +179,9 @@ class Informative(_Scored):
         self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
     ) -> FloatArray:
         if cfg.thompson_draws == 0:
-            return p_informative(cands.alpha, cands.beta, group_size)
+            return p_mixed(cands.alpha, cands.beta, group_size)
         draws = rng.beta(cands.alpha, cands.beta, size=(cfg.thompson_draws, len(cands)))
-        out: FloatArray = mixed_probability(draws, group_size).mean(axis=0)
+        out: FloatArray = p_mixed_at(draws, group_size).mean(axis=0)
         return out
 
     def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:

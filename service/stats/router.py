@@ -6,21 +6,18 @@ import numpy as np
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from service import estimates
 from service.datasets import service as datasets
-from service.datasets.models import Dataset
 from service.deps import ReadSessionDep, StateDep
-from service.outcomes.models import Outcome
-from service.predictor import service as predictor
+from service.models import Dataset, Outcome
+from service.policy import SelectionConfig
 from service.runs import service as runs
-from service.runs.schemas import SelectionConfig
-from service.stats.math import p_informative
 from service.stats.schemas import (
     Estimate,
     HistoryEntry,
     PromptStatsRead,
     RunSummary,
 )
-from service.stats.service import catch_up
 from service.stats.summary import summarize
 
 router = APIRouter(prefix="/runs", tags=["stats"])
@@ -34,7 +31,7 @@ async def prompt_stats(
     cfg = SelectionConfig.model_validate(r.selection)
     ds = await session.get_one(Dataset, r.dataset_id)
     prompt = await datasets.get_prompt(session, ds, prompt_id)
-    await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
+    view = await estimates.for_run(session, state.hot, state.predictor_cache, r, cfg)
     rows = await session.execute(
         select(Outcome)
         .where(Outcome.run_id == r.id, Outcome.prompt_id == prompt.id)
@@ -51,12 +48,9 @@ async def prompt_stats(
         )
         for o in rows.scalars()
     ]
-    prior = await predictor.priors(state, session, r.id)
-    est = await predictor.estimate(
-        state, r.id, cfg, prior, np.array([prompt.idx], dtype=np.int64), max(r.max_step, 0)
-    )
-    alpha, beta, [s] = est.alpha, est.beta, est.stats
-    a, b = float(alpha[0]), float(beta[0])
+    est = await view.at(np.array([prompt.idx], dtype=np.int64))
+    [s] = est.stats
+    a, b = float(est.alpha[0]), float(est.beta[0])
     return PromptStatsRead(
         id=prompt.client_id,
         observations=s.groups if s else 0,
@@ -69,8 +63,8 @@ async def prompt_stats(
             pass_rate=a / (a + b),
             alpha=a,
             beta=b,
-            uncertainty=float(np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))),
-            p_informative=float(p_informative(alpha, beta, r.group_size)[0]),
+            uncertainty=float(est.std[0]),
+            p_informative=float(est.p_mixed(r.group_size)[0]),
         ),
     )
 
@@ -84,4 +78,4 @@ async def run_summary(
     last_steps: int = Query(1000, ge=1, le=100_000),
 ) -> RunSummary:
     r = await runs.get_by_name(session, run)
-    return await summarize(session, state, r, bins=bins, last_steps=last_steps)
+    return await summarize(session, state.hot, r, bins=bins, last_steps=last_steps)

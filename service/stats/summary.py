@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.datasets.models import Dataset
-from service.outcomes.models import Outcome
-from service.runs.models import Run
-from service.runs.schemas import SelectionConfig
+from service.hotstats.catch_up import catch_up
+from service.hotstats.store import HotStore
+from service.models import Dataset, Outcome, Run
+from service.policy import SelectionConfig
 from service.stats.schemas import HistogramBin, RunSummary, StepShare
-from service.stats.service import catch_up
-
-if TYPE_CHECKING:
-    from service.state import AppState
 
 
 async def summarize(
-    session: AsyncSession, state: AppState, r: Run, *, bins: int = 10, last_steps: int = 1000
+    session: AsyncSession, hot: HotStore, r: Run, *, bins: int = 10, last_steps: int = 1000
 ) -> RunSummary:
     """Observed pass rates of seen prompts, zero-variance share overall and per step."""
     cfg = SelectionConfig.model_validate(r.selection)
     ds = await session.get_one(Dataset, r.dataset_id)
-    await catch_up(session, state.hot, r.id, r.outcome_seq, cfg.discount)
-    all_stats = await state.hot.get_all(r.id)
+    await catch_up(session, hot, r.id, r.outcome_seq, cfg.discount)
+    all_stats = await hot.get_all(r.id)
     rates = np.array([s.successes / s.rollouts for s in all_stats.values()], dtype=np.float64)
     counts, edges = np.histogram(rates, bins=bins, range=(0.0, 1.0))
     by_step = await session.execute(

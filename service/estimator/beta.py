@@ -1,0 +1,121 @@
+"""Order-independent update rule for one prompt's counts, so any replay gives the same state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import betaln
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStats:
+    """Counts for one prompt in one run; `disc_*` are discounted to `last_step`."""
+
+    groups: int
+    rollouts: int
+    successes: int
+    last_step: int
+    disc_successes: float
+    disc_failures: float
+
+    def encode(self) -> str:
+        return (
+            f"{self.groups},{self.rollouts},{self.successes},{self.last_step},"
+            f"{self.disc_successes!r},{self.disc_failures!r}"
+        )
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> PromptStats:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        g, r, s, last, a, b = text.split(",")
+        return cls(int(g), int(r), int(s), int(last), float(a), float(b))
+
+    @property
+    def pass_rate(self) -> float:
+        return self.successes / self.rollouts if self.rollouts else float("nan")
+
+
+def add_group(prev: PromptStats | None, step: int, n: int, k: int, discount: float) -> PromptStats:
+    """Fold one group of n rollouts with k successes in; older steps weigh discount**age."""
+    if prev is None:
+        return PromptStats(1, n, k, step, float(k), float(n - k))
+    if step >= prev.last_step:
+        f = discount ** (step - prev.last_step)
+        return PromptStats(
+            prev.groups + 1,
+            prev.rollouts + n,
+            prev.successes + k,
+            step,
+            prev.disc_successes * f + k,
+            prev.disc_failures * f + (n - k),
+        )
+    f = discount ** (prev.last_step - step)
+    return PromptStats(
+        prev.groups + 1,
+        prev.rollouts + n,
+        prev.successes + k,
+        prev.last_step,
+        prev.disc_successes + k * f,
+        prev.disc_failures + (n - k) * f,
+    )
+
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def beta_posterior(
+    stats: list[PromptStats | None],
+    step: int,
+    discount: float,
+    prior_alpha: float | FloatArray,
+    prior_beta: float | FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Beta(alpha, beta) per prompt at `step`: the prior plus its discounted outcomes."""
+    a = np.zeros(len(stats))
+    b = np.zeros(len(stats))
+    for i, s in enumerate(stats):
+        if s is not None:
+            f = discount ** max(step - s.last_step, 0)
+            a[i] = s.disc_successes * f
+            b[i] = s.disc_failures * f
+    return a + prior_alpha, b + prior_beta
+
+
+def p_mixed(alpha: FloatArray, beta: FloatArray, n: int | IntArray) -> FloatArray:
+    """P(a group of n is mixed) = 1 - E[p^n] - E[(1-p)^n] under Beta(alpha, beta), exactly.
+
+    A mixed group (rewards not all equal) is the only kind that gives GRPO a gradient.
+    `n` may differ per prompt (a rollout budget).
+    """
+    base = betaln(alpha, beta)
+    all_pass = np.exp(betaln(alpha + n, beta) - base)
+    all_fail = np.exp(betaln(alpha, beta + n) - base)
+    out: FloatArray = np.clip(1.0 - all_pass - all_fail, 0.0, 1.0)
+    return out
+
+
+def p_mixed_at(p: FloatArray, n: int) -> FloatArray:
+    """P(n rollouts at a known pass rate p are not all equal)."""
+    out: FloatArray = 1.0 - p**n - (1.0 - p) ** n
+    return out
+
+
+def beta_std(alpha: FloatArray, beta: FloatArray) -> FloatArray:
+    """Standard deviation of Beta(alpha, beta): how unsure the estimate is."""
+    total = alpha + beta
+    out: FloatArray = np.sqrt(alpha * beta / (total**2 * (total + 1)))
+    return out
+
+
+def shift_logit(
+    alpha: FloatArray, beta: FloatArray, shift: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Move each Beta's mean by `shift` in logit space, keeping its strength alpha + beta."""
+    strength = alpha + beta
+    z = np.log(alpha / beta) + shift
+    # never exactly 0 or 1: a Beta needs both counts positive (numpy's sampler raises)
+    mean = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-9, 1.0 - 1e-9)
+    return mean * strength, (1.0 - mean) * strength

@@ -1,0 +1,1 @@
+"""Per-(run, prompt) statistics: a projection of the outcome log, hot in Redis, rebuildable."""

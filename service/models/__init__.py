@@ -1,0 +1,9 @@
+"""Every table, importing only `service.db`: domains use tables without importing each other."""
+
+from service.models.batches import Batch, BatchItem
+from service.models.datasets import Dataset, Prompt
+from service.models.outcomes import Outcome
+from service.models.predictor import PredictorVersion
+from service.models.runs import Run
+
+__all__ = ["Batch", "BatchItem", "Dataset", "Outcome", "PredictorVersion", "Prompt", "Run"]

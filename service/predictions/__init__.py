@@ -1,0 +1,1 @@
+"""Pass-rate predictions for stored prompts or raw texts, and the run's current predictor."""

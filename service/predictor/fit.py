@@ -1,0 +1,302 @@
+"""Fit each run's predictor in the background and store it as a new version.
+
+Fitting loads the dataset's stored model inputs, learns from the run's discounted per-prompt
+counts (recent outcomes weigh more, so the fit follows the improving policy), warm-starts from
+the previous version, and stores the new version with its calibration on the outcomes that
+arrived since the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import spearmanr
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db import utcnow
+from service.estimator import PredictorState
+from service.estimator.beta import PromptStats
+from service.estimator.calibrate import fit_calibrated, predict_rates
+from service.estimator.inputs import F32, DatasetInputs, fit_config
+from service.estimator.prior import Prior, prior_pseudo_counts
+from service.hotstats.catch_up import catch_up
+from service.hotstats.store import HotStore
+from service.jobs import Jobs
+from service.models import Dataset, Outcome, PredictorVersion, Run
+from service.policy import SelectionConfig
+from service.predictor import tracking, versions
+from service.predictor.cache import PredictorCache
+from service.predictor.drift import served_drift
+from service.predictor.inputs import dataset_inputs
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass
+class _Job:
+    """What a due fit read from the database, before any CPU-heavy step."""
+
+    run_id: int
+    cfg: SelectionConfig
+    prev: PredictorVersion | None
+    dataset_id: int
+    embedder: str
+    inputs: DatasetInputs
+    init: PredictorState | None
+    target: int  # the log position the fit covers
+    stats: dict[int, PromptStats]
+    calibration: dict[str, float]
+    logprobs: dict[int, float]
+    step: int
+
+
+@dataclass(frozen=True)
+class FitJobs:
+    """Each run's background fit: one job per run here, one fitter per run across replicas."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+    hot: HotStore
+    cache: PredictorCache
+    jobs: Jobs
+    refit_min_seconds: float
+    threads: int
+
+    def schedule(self, run_id: int) -> None:
+        """Start the run's fit job; a request while it runs makes it check once more."""
+        self.jobs.spawn(f"fit:{run_id}", functools.partial(self.maybe_fit, run_id))
+
+    async def fit_runs_of(self, dataset_id: int) -> None:
+        """Newly embedded prompts: a fit that was due with nothing embedded runs now."""
+        async with self.read_sessionmaker() as session:
+            ids = await session.execute(select(Run.id).where(Run.dataset_id == dataset_id))
+            run_ids = list(ids.scalars())
+        for run_id in run_ids:
+            self.schedule(run_id)
+
+    async def maybe_fit(self, run_id: int, *, force: bool = False) -> int | None:
+        """Fit a new version when enough outcomes are new; the new version, or None."""
+        token = await self.hot.try_lock(f"fit:{run_id}", ttl=300)
+        if token is None:
+            return None
+        try:
+            return await self._fit(run_id, force)
+        finally:
+            await self.hot.unlock(f"fit:{run_id}", token)
+
+    async def _fit(self, run_id: int, force: bool) -> int | None:
+        t0 = time.perf_counter()
+        async with self.read_sessionmaker() as session:
+            job = await self._prepare(session, run_id, force)
+        if job is None:
+            return None
+        # per-prompt loops over the whole run and the fit itself: off the event loop
+        trained = await asyncio.to_thread(_train, job, self.threads)
+        if trained is None:
+            return None
+        state, prior, fitted_prompts = trained
+        blob: bytes | None = None
+        if job.cfg.tracking:
+            async with self.read_sessionmaker() as session:
+                blob, report = await tracking.advance(
+                    self.cache,
+                    session,
+                    run_id,
+                    job.cfg,
+                    job.prev,
+                    job.dataset_id,
+                    job.inputs,
+                    job.target,
+                    _selection_base(job.cfg, job.prev, len(job.inputs.mask)),
+                )
+            job.calibration |= report
+        job.calibration |= {
+            "prior_strength": state.meta.get("calibration", {}).get("strength"),
+            "fit_seconds": round(time.perf_counter() - t0, 3),
+            "fitted_prompts": fitted_prompts,
+        }
+        version = await self._store(job, state, prior, blob)
+        if version is not None:
+            log.info(
+                "run %s: predictor v%d on %d outcomes (%d prompts) in %.2f s",
+                run_id,
+                version,
+                job.target,
+                fitted_prompts,
+                time.perf_counter() - t0,
+            )
+        return version
+
+    async def _prepare(self, session: AsyncSession, run_id: int, force: bool) -> _Job | None:
+        """Read what a due fit needs; None when no fit is due (or due later: a timer is set)."""
+        run = await session.get_one(Run, run_id)
+        cfg = SelectionConfig.model_validate(run.selection)
+        prev = await versions.latest(session, run_id)
+        seen = prev.trained_on if prev is not None else 0
+        needed = cfg.refit_every if prev is not None else cfg.fit_min_outcomes
+        warm = prev is None and run.init_from is not None
+        if not force and not warm and run.outcome_seq - seen < needed:
+            return None
+        wait = self.refit_min_seconds - (
+            (utcnow() - prev.fitted_at).total_seconds() if prev is not None else math.inf
+        )
+        if wait > 0 and not force:
+            # due but too soon after the last fit: retry then, even if no outcome arrives
+            self.jobs.spawn_after(f"fit:{run_id}", wait, functools.partial(self.maybe_fit, run_id))
+            return None
+        dataset = await session.get_one(Dataset, run.dataset_id)
+        inputs = await dataset_inputs(self.cache, session, dataset)
+        if not inputs.mask.any():
+            return None
+        init = PredictorState.from_bytes(prev.state) if prev is not None else None
+        if warm:
+            init = await versions.source_state(session, run.init_from)
+        if init is not None and init.dim != inputs.x.shape[1]:
+            init = None  # another width (client vectors resized): learn afresh
+        target = run.outcome_seq
+        await catch_up(session, self.hot, run.id, target, cfg.discount)
+        calibration = await _calibration(session, run.id, prev) if prev is not None else {}
+        calibration["served_drift_logit"] = await served_drift(session, run.id, cfg)
+        return _Job(
+            run_id=run_id,
+            cfg=cfg,
+            prev=prev,
+            dataset_id=dataset.id,
+            embedder=dataset.embedder,
+            inputs=inputs,
+            init=init,
+            target=target,
+            stats=await self.hot.get_all(run.id),
+            calibration=calibration,
+            logprobs=await _mean_logprobs(session, run.id),
+            step=max(run.max_step, 0),
+        )
+
+    async def _store(
+        self, job: _Job, state: PredictorState, prior: F32, blob: bytes | None
+    ) -> int | None:
+        version = (job.prev.version if job.prev is not None else 0) + 1
+        async with self.sessionmaker() as session:
+            session.add(
+                PredictorVersion(
+                    run_id=job.run_id,
+                    version=version,
+                    trained_on=job.target,
+                    state=state.to_bytes(),
+                    priors=prior.tobytes(),
+                    tracking=blob,
+                    calibration=job.calibration,
+                )
+            )
+            try:
+                await session.flush()
+                await versions.prune(session, job.run_id, version)
+                await session.commit()
+            except IntegrityError:  # another replica stored this version first
+                return None
+        return version
+
+
+def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
+    """The new state, its prediction for every prompt, and how many prompts it learned from."""
+    idx, succ, trials, lp = _training_rows(
+        job.stats, job.inputs.mask, job.step, job.cfg.discount, job.logprobs
+    )
+    if len(idx) < 2 and job.init is None:
+        return None
+    if len(idx) >= 2:
+        x = job.inputs.x
+        config = fit_config(job.embedder, x.shape[1], threads, job.inputs.column_weights)
+        new = fit_calibrated(x[idx], succ, trials, init=job.init, config=config, logprob=lp)
+    else:
+        assert job.init is not None
+        new = job.init
+    return new, _predict_all(new, job.inputs), len(idx)
+
+
+def _training_rows(
+    stats: dict[int, PromptStats],
+    mask: npt.NDArray[np.bool_],
+    step: int,
+    discount: float,
+    logprobs: dict[int, float],
+) -> tuple[npt.NDArray[np.int64], F64, F64, F64 | None]:
+    """Embedded prompts with history, their counts discounted to `step`, their mean logprob."""
+    idx = np.array([i for i in stats if i < len(mask) and mask[i]], dtype=np.int64)
+    decay = np.array([discount ** max(step - stats[i].last_step, 0) for i in idx])
+    succ = np.array([stats[i].disc_successes for i in idx]) * decay
+    trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
+    lp = None
+    if logprobs:  # NaN where a prompt reported none
+        lp = np.array([logprobs.get(int(i), np.nan) for i in idx], dtype=np.float64)
+    return idx, succ, trials, lp
+
+
+async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]:
+    """Each prompt's mean reported `mean_logprob`: the target of DEPO's distillation head."""
+    rows = await session.execute(
+        select(Outcome.prompt_idx, func.avg(Outcome.mean_logprob))
+        .where(Outcome.run_id == run_id, Outcome.mean_logprob.is_not(None))
+        .group_by(Outcome.prompt_idx)
+    )
+    return {int(i): float(v) for i, v in rows.tuples() if v is not None}
+
+
+def _selection_base(
+    cfg: SelectionConfig, prev: PredictorVersion | None, size: int
+) -> tuple[F64, F64]:
+    """The Beta prior selection scored prompts with until now: the previous version's."""
+    prior = None
+    if prev is not None and prev.priors:
+        prior = Prior(
+            version=prev.version,
+            rates=np.frombuffer(prev.priors, dtype=np.float32),
+            drift=0.0,
+            strength=prev.calibration.get("prior_strength"),
+        )
+    return prior_pseudo_counts(cfg, prior, np.arange(size, dtype=np.int64), selecting=True)
+
+
+def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
+    out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
+    if inputs.mask.any():
+        out[inputs.mask] = predict_rates(st, inputs.x[np.flatnonzero(inputs.mask)])
+    return out
+
+
+async def _calibration(
+    session: AsyncSession, run_id: int, prev: PredictorVersion
+) -> dict[str, float]:
+    """How the previous version's priors did on outcomes it had not seen when it was fitted."""
+    rows = (
+        await session.execute(
+            select(Outcome.prompt_idx, func.sum(Outcome.n), func.sum(Outcome.successes))
+            .where(Outcome.run_id == run_id, Outcome.seq > prev.trained_on)
+            .group_by(Outcome.prompt_idx)
+        )
+    ).all()
+    pri = np.frombuffer(prev.priors, dtype=np.float32)
+    pairs = [(float(pri[i]), k / n) for i, n, k in rows if i < len(pri) and pri[i] == pri[i] and n]
+    scored = {"scored_version": float(prev.version), "unseen_prompts": float(len(pairs))}
+    if len(pairs) < 3:
+        return scored
+    pred, obs = np.array(pairs).T
+    rho = spearmanr(pred, obs).statistic if pred.std() > 0 and obs.std() > 0 else 0.0
+    return {
+        **scored,
+        "mae": float(np.mean(np.abs(pred - obs))),
+        "spearman": float(rho) if rho == rho else 0.0,
+        "mean_predicted": float(pred.mean()),
+        "mean_observed": float(obs.mean()),
+    }

@@ -1,0 +1,66 @@
+"""One rank of `tests/clients/test_trl_multiproc.py`: a real `DepoGRPOTrainer` under torchrun on CPU.
+
+    torchrun --nproc_per_node 2 tests/_trl_worker.py URL RUN ROWS_JSON OUT_DIR STEPS PER_DEVICE G
+
+Each rank writes `OUT_DIR/rank<RANK>.json`: the prompt ids its reward function saw, one list per
+call (one call per generation batch), plus what its sampler asked the service for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # torchrun puts tests/clients/ first
+
+from depo_client import Curriculum, DepoClient, RetryPolicy
+
+from tests.fixtures.trl import tiny_trainer
+
+
+def main() -> None:
+    url, run, rows_path, out_dir = sys.argv[1:5]
+    steps, per_device, g = (int(x) for x in sys.argv[5:8])
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    rows = json.loads(Path(rows_path).read_text())
+    out = Path(out_dir)
+    rolled: list[list[str]] = []
+
+    def reward(completions: list[str], id: list[str], **_: Any) -> list[float]:
+        rolled.append(list(id))
+        return [float(len(c.split()) % 2) for c in completions]
+
+    with DepoClient(url, retry=RetryPolicy(max_attempts=4, deadline=20)) as depo:
+        curriculum = Curriculum(
+            depo,
+            run,
+            [(r["id"], r["prompt"]) for r in rows],
+            spool_path=out / f"spool.rank{rank}.jsonl",
+        )
+        trainer = tiny_trainer(
+            out / "trainer", rows, reward, curriculum, steps=steps, per_device=per_device, group=g
+        )
+        trainer.train()
+        sampler = trainer.depo_sampler
+        result = {
+            "rank": rank,
+            "world_size": world,
+            "num_processes": trainer.accelerator.num_processes,
+            "backend": str(getattr(trainer.accelerator.state, "backend", None)),
+            "generation_batch_size": trainer.args.generation_batch_size,
+            "rolled": rolled,
+            "sampler_steps_asked": sampler.step if sampler is not None else None,
+            "fallback_batches": curriculum.fallback_batches,
+            "pending": curriculum.pending,
+            "reported_on_this_rank": trainer.accelerator.is_main_process,
+        }
+        (out / f"rank{rank}.json").write_text(json.dumps(result))
+        curriculum.close()
+
+
+if __name__ == "__main__":
+    main()

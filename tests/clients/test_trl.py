@@ -1,0 +1,103 @@
+"""A real `trl.GRPOTrainer` trains on depo's batches against a live service (CPU, no downloads)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("trl")
+
+from depo_client import Curriculum, DepoClient, RetryPolicy
+
+from tests.fixtures.live import LiveServer, free_port
+from tests.fixtures.trl import tiny_trainer
+
+pytestmark = pytest.mark.slow  # a real server process or trainer: `make test-fast` skips it
+
+G = 4
+B = 2  # unique prompts per generation batch
+STEPS = 3
+
+
+def test_grpo_trainer_on_served_batches(tmp_path: Path) -> None:
+    name = uuid.uuid4().hex[:10]
+    rows = [
+        {"id": f"add-{a}-{b}", "prompt": f"what is {a} plus {b} ?"}
+        for a in range(5)
+        for b in range(4)
+    ]
+    server = LiveServer(tmp_path / "data").start()
+    rolled: list[list[str]] = []
+
+    def reward(completions: list[str], id: list[str], **_: Any) -> list[float]:
+        rolled.append(list(id))
+        return [float(len(c.split()) % 2) for c in completions]
+
+    try:
+        with DepoClient(server.url) as depo:
+            depo.create_dataset(f"ds-{name}")
+            depo.upload_prompts(
+                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
+            )
+            depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
+            curriculum = Curriculum(
+                depo,
+                f"run-{name}",
+                [(r["id"], r["prompt"]) for r in rows],
+                spool_path=tmp_path / "spool.jsonl",
+            )
+            trainer = tiny_trainer(
+                tmp_path / "out", rows, reward, curriculum, steps=STEPS, per_device=B * G, group=G
+            )
+            trainer.train()
+
+            assert len(rolled) == STEPS
+            served = {s: depo.next_batch(f"run-{name}", s, B) for s in range(STEPS)}
+            for step, ids in enumerate(rolled):  # every rollout came from that step's served batch
+                assert len(ids) == B * G
+                assert sorted(set(ids)) == sorted(served[step].ids)
+                assert all(ids.count(i) == G for i in set(ids))
+            run = depo.get_run(f"run-{name}")
+            assert (run.outcomes, run.rollouts) == (STEPS * B, STEPS * B * G)
+            for step, batch in served.items():
+                for pid in batch.ids:
+                    hist = [
+                        h for h in depo.prompt_stats(f"run-{name}", pid).history if h.step == step
+                    ]
+                    assert [(h.n, h.batch_id) for h in hist] == [(G, batch.batch_id)]
+            assert curriculum.fallback_batches == 0 and curriculum.pending == 0
+    finally:
+        server.stop()
+
+
+def test_grpo_trainer_keeps_training_without_the_service(tmp_path: Path) -> None:
+    """No service at all: seeded local batches, every group spooled for later."""
+    rows = [{"id": f"q{i}", "prompt": f"what is {i} plus {i} ?"} for i in range(12)]
+    quick = RetryPolicy(max_attempts=2, deadline=0.5, backoff=0.05)
+    with DepoClient(f"http://127.0.0.1:{free_port()}", retry=quick) as depo:
+        curriculum = Curriculum(
+            depo,
+            "nowhere",
+            [(r["id"], r["prompt"]) for r in rows],
+            spool_path=tmp_path / "spool.jsonl",
+            probe_interval=0,
+        )
+        trainer = tiny_trainer(
+            tmp_path / "out",
+            rows,
+            lambda completions, **_: [1.0 if c else 0.0 for c in completions],
+            curriculum,
+            steps=2,
+            per_device=B * G,
+            group=G,
+            completion_length=4,
+        )
+        trainer.train()
+        assert curriculum.degraded and curriculum.fallback_batches >= 2
+        spooled = curriculum.spool.entries()
+        assert [e.body["step"] for e in spooled] == [0, 1]
+        assert all(len(r["rewards"]) == G for e in spooled for r in e.body["results"])
+        assert all(len(e.body["results"]) == B and "batch_id" not in e.body for e in spooled)

@@ -1,0 +1,118 @@
+"""`DepoGRPOTrainer` under `torchrun --nproc_per_node 2` (gloo on CPU) against a live service.
+
+Both ranks must roll out prompts of the same served batch for each step, and every group must be
+reported exactly once (by the main process, after gathering the other rank's rewards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from depo_client import DepoClient
+
+from tests.fixtures.live import REPO_ROOT, LiveServer, free_port
+
+pytestmark = pytest.mark.slow  # a real server process or trainer: `make test-fast` skips it
+
+NPROC = 2
+G = 4
+# Completions per rank per step; the generation batch is NPROC * PER_DEVICE = B * G. 6 is not a
+# multiple of G, so the middle prompt's group is split across the ranks: rank 0 rolls out two of
+# its completions, rank 1 the other two, and the main process must report all four together.
+PER_DEVICE = 6
+B = NPROC * PER_DEVICE // G  # unique prompts per generation batch (3)
+STEPS = 3
+
+
+def torchrun() -> list[str]:
+    exe = Path(sys.executable).with_name("torchrun")
+    if exe.exists():
+        return [str(exe)]
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not found")
+    return [sys.executable, "-m", "torch.distributed.run"]
+
+
+def test_two_ranks_roll_out_the_served_batches_and_report_each_group_once(
+    tmp_path: Path,
+) -> None:
+    name = uuid.uuid4().hex[:10]
+    rows = [
+        {"id": f"add-{a}-{b}", "prompt": f"what is {a} plus {b} ?"}
+        for a in range(5)
+        for b in range(4)
+    ]
+    rows_path = tmp_path / "rows.json"
+    rows_path.write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    out.mkdir()
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        with DepoClient(server.url) as depo:
+            depo.create_dataset(f"ds-{name}")
+            depo.upload_prompts(
+                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
+            )
+            depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
+
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("DEPO_")},
+                "OMP_NUM_THREADS": "1",
+                "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "CUDA_VISIBLE_DEVICES": "",
+            }
+            cmd = [
+                *torchrun(),
+                *("--nproc_per_node", str(NPROC), "--master_addr", "127.0.0.1"),
+                *("--master_port", str(free_port())),
+                str(REPO_ROOT / "tests" / "clients" / "_trl_worker.py"),
+                *(server.url, f"run-{name}", str(rows_path), str(out)),
+                *(str(STEPS), str(PER_DEVICE), str(G)),
+            ]
+            proc = subprocess.run(
+                cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+
+            ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(NPROC)]
+            assert [r["num_processes"] for r in ranks] == [NPROC] * NPROC
+            assert [r["reported_on_this_rank"] for r in ranks] == [True, False]
+            assert all(r["generation_batch_size"] == B * G for r in ranks)
+            assert all(r["fallback_batches"] == 0 and r["pending"] == 0 for r in ranks)
+
+            served = {s: depo.next_batch(f"run-{name}", s, B) for s in range(STEPS)}
+            for r in ranks:  # one reward call per generation batch, on every rank
+                assert len(r["rolled"]) == STEPS, r
+            for step in range(STEPS):
+                batch = set(served[step].ids)
+                per_rank = [r["rolled"][step] for r in ranks]
+                for ids in per_rank:  # each rank's slice comes from this step's served batch
+                    assert len(ids) == PER_DEVICE and set(ids) <= batch, (step, ids, batch)
+                together = Counter(i for ids in per_rank for i in ids)
+                # TRL's layout: the generation batch is the served batch, each prompt G times,
+                # split across the ranks in order (rank 0 the first PER_DEVICE completions)
+                assert together == {pid: G for pid in batch}, (step, together)
+                flat = [i for ids in per_rank for i in ids]
+                assert flat == [pid for pid in served[step].ids for _ in range(G)]
+
+            run = depo.get_run(f"run-{name}")
+            assert (run.outcomes, run.rollouts) == (STEPS * B, STEPS * B * G)
+            for step, batch_ in served.items():
+                for pid in batch_.ids:
+                    stats = depo.prompt_stats(f"run-{name}", pid)
+                    hist = [h for h in stats.history if h.step == step]
+                    assert [(h.n, h.batch_id) for h in hist] == [(G, batch_.batch_id)]
+    finally:
+        server.stop()

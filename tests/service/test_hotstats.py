@@ -1,0 +1,82 @@
+"""The hot-state projection: order-independent updates and compare-and-set on both stores."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+
+import pytest
+
+from service.estimator.beta import PromptStats, add_group, beta_posterior, p_mixed
+from service.hotstats.store import HotStore, MemoryHotStore, RedisHotStore
+from tests.fixtures.backends import REDIS_URL
+
+
+def test_update_rule_is_order_independent() -> None:
+    groups = [(3, 8, 5), (0, 8, 1), (7, 8, 8), (2, 4, 0)]
+    finals = set()
+    for perm in itertools.permutations(groups):
+        s: PromptStats | None = None
+        for step, n, k in perm:
+            s = add_group(s, step, n, k, 0.9)
+        assert s is not None
+        finals.add(
+            (
+                s.groups,
+                s.rollouts,
+                s.successes,
+                s.last_step,
+                round(s.disc_successes, 9),
+                round(s.disc_failures, 9),
+            )
+        )
+    assert len(finals) == 1
+    (_, rollouts, successes, last, a, b) = finals.pop()
+    assert (rollouts, successes, last) == (28, 14, 7)
+    assert a == pytest.approx(5 * 0.9**4 + 1 * 0.9**7 + 8 + 0)
+    assert b == pytest.approx(3 * 0.9**4 + 7 * 0.9**7 + 0 + 4 * 0.9**5)
+
+
+def test_encode_round_trip() -> None:
+    s = PromptStats(3, 24, 7, 12, 5.123456789, 0.1)
+    assert PromptStats.decode(s.encode()) == s
+    assert PromptStats.decode(s.encode().encode()) == s
+
+
+def test_p_informative_matches_monte_carlo() -> None:
+    alpha, beta = beta_posterior([PromptStats(1, 8, 2, 0, 2.0, 6.0), None], 0, 1.0, 1.0, 1.0)
+    exact = p_mixed(alpha, beta, 8)
+    rng = random.Random(0)
+    for i in range(2):
+        draws = [rng.betavariate(alpha[i], beta[i]) for _ in range(40_000)]
+        mc = sum(1 - p**8 - (1 - p) ** 8 for p in draws) / len(draws)
+        assert exact[i] == pytest.approx(mc, abs=0.01)
+    assert exact[1] == pytest.approx(1 - 2 / 9)  # uniform prior: E[p^8] = 1/9
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> HotStore:
+    if request.param == "memory":
+        return MemoryHotStore()
+    from redis.asyncio import Redis
+
+    return RedisHotStore(Redis.from_url(REDIS_URL), f"depotest-store-{uuid.uuid4().hex[:8]}")
+
+
+async def test_apply_is_compare_and_set(store: HotStore) -> None:
+    try:
+        assert await store.applied_seq(1) == 0
+        assert await store.apply(1, 0, 2, [(5, 0, 8, 3), (6, 0, 8, 8)], 1.0)
+        assert not await store.apply(1, 0, 3, [(5, 1, 8, 3)], 1.0), "stale writer must lose"
+        assert await store.applied_seq(1) == 2
+        assert await store.apply(1, 2, 3, [(5, 1, 8, 1)], 1.0)
+        [s5, s6, s7] = await store.get_many(1, [5, 6, 7])
+        assert s5 == PromptStats(2, 16, 4, 1, 4.0, 12.0)
+        assert s6 is not None and s6.successes == 8 and s7 is None
+        assert set((await store.get_all(1)).keys()) == {5, 6}
+        await store.flush()
+        assert await store.applied_seq(1) == 0 and await store.get_all(1) == {}
+    finally:
+        await store.flush()
+        await store.close()

@@ -1,0 +1,260 @@
+"""Exposure tracking: the replay, the fitted gains, the shifts selection applies, end to end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sqlalchemy import func, select
+
+from service.estimator import exposure
+from service.estimator.exposure import Log, Replay
+from service.models import PredictorVersion, Run
+from service.predictor import tracking, versions
+from service.state import AppState
+
+
+def _brute_neighbours(x: np.ndarray, k: int) -> list[set[int]]:
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = u @ u.T
+    np.fill_diagonal(sims, -np.inf)
+    return [set(np.argsort(-row)[:k].tolist()) for row in sims]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_neighbours_are_the_nearest_by_cosine(sparse: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 40)) * (rng.random((300, 40)) < 0.3)
+    x[:, 0] += 0.01  # no all-zero row
+    g = exposure.Graph.of(sp.csr_matrix(x) if sparse else x, 5)
+    g.fill(np.array([3, 7, 7, 250]), chunk=2)  # only the rows asked for, each once
+    assert set(np.flatnonzero(g.filled)) == {3, 7, 250}
+    assert np.all(g.sim[~g.filled] == 0)  # rows not filled in pass nothing on
+    g.fill(np.arange(300), chunk=64)
+    assert [set(r.tolist()) for r in g.nb] == _brute_neighbours(x, 5)
+    assert all(i not in g.nb[i] for i in range(300))
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert g.sim[7] == pytest.approx([u[7] @ u[j] for j in g.nb[7]], abs=1e-5)
+
+
+def _simulate(
+    gains: tuple[float, float, float], steps: int = 60, size: int = 600, seed: int = 0
+) -> tuple[Log, np.ndarray, np.ndarray, np.ndarray]:
+    """A policy that moves by exactly this law; each step trains on 100 random prompts."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((size, 30)) ** 4
+    graph = exposure.Graph.of(x, 5)
+    graph.fill(np.arange(size))
+    nb, sim = graph.nb, graph.sim
+    z = rng.normal(0.0, 1.5, size)
+    z0 = z.copy()
+    cols: list[list[Any]] = [[], [], [], [], []]
+    for step in range(steps):
+        batch = rng.choice(size, 100, replace=False)
+        sds = []
+        for i in batch:
+            r = rng.random(8) < 1 / (1 + np.exp(-z[i]))
+            sds.append(float(np.std(r)))
+            for c, v in zip(cols, (i, step, 8, int(r.sum()), sds[-1]), strict=True):
+                c.append(v)
+        for i, s in zip(batch, sds, strict=True):  # the update after the step's rollouts
+            z[i] += gains[0] * s
+            z[nb[i]] += gains[1] * s * sim[i]
+            z += gains[2] * s
+    log = Log(*(np.array(c) for c in cols[:4]), np.array(cols[4], dtype=float))  # type: ignore[arg-type]
+    return log, nb, sim, 1 / (1 + np.exp(-z0))
+
+
+@pytest.mark.parametrize(
+    ("law", "lo", "hi"),
+    [
+        ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.15, 0.3, 0.002)),
+        ((0.8, 0.0, 0.0), (0.5, 0.0, 0.0), (1.2, 0.3, 0.002)),
+        ((0.3, 0.6, 0.0), (0.05, 0.3, 0.0), (0.6, 1.0, 0.002)),
+    ],
+)
+def test_gains_follow_the_law_the_policy_moved_by(
+    law: tuple[float, float, float], lo: tuple[float, ...], hi: tuple[float, ...]
+) -> None:
+    """Fails if the fit ignores its data: no learning gives ~0, own or neighbours' shows."""
+    log, nb, sim, p0 = _simulate(law)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 8.0, (1 - p0) * 8.0)
+    gains = exposure.fit_gains(r.rows)
+    assert gains is not None
+    assert np.all(gains >= np.array(lo)) and np.all(gains <= np.array(hi)), gains
+
+
+def test_too_few_reserved_groups_fit_nothing() -> None:
+    log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=2)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 8.0, (1 - p0) * 8.0)
+    assert len(r.rows) < exposure.MIN_ROWS and exposure.fit_gains(r.rows) is None
+
+
+def _cut(log: Log, a: int, b: int) -> Log:
+    return Log(log.idx[a:b], log.step[a:b], log.n[a:b], log.k[a:b], log.sd[a:b])
+
+
+def test_replaying_in_pieces_equals_one_pass_and_survives_storage() -> None:
+    """Each fit continues the stored replay; a cut inside a step must not change anything."""
+    log, nb, sim, p0 = _simulate((0.4, 0.2, 0.0), steps=12)
+    whole = Replay.empty(len(p0))
+    exposure.advance(whole, log, nb, sim, 0.99, p0 * 4.0, (1 - p0) * 4.0)
+    part = Replay.empty(len(p0))
+    for a, b in [(0, 250), (250, 777), (777, len(log.idx))]:  # 250 and 777 fall mid-step
+        exposure.advance(part, _cut(log, a, b), nb, sim, 0.99, p0 * 4.0, (1 - p0) * 4.0)
+        stored = tracking.pack(part, exposure.shifts(part, np.ones(3), nb, sim, 0.99))
+        part = tracking.unpack_replay(stored)
+    for name, value in whole.arrays().items():
+        np.testing.assert_allclose(part.arrays()[name], value, err_msg=name)
+
+
+def test_shifts_count_the_last_step_and_fade_with_newer_evidence() -> None:
+    log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=20)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
+    gains = np.array([0.5, 0.0, 0.0])
+    s = exposure.shifts(r, gains, nb, sim, 1.0)
+    last = log.idx[log.step == log.step.max()]
+    mixed = last[log.sd[log.step == log.step.max()] > 0]
+    # a prompt trained in the last step has moved by at least that group's gain since it
+    assert np.all(s.shift[mixed] > 0)
+    never = np.setdiff1d(np.arange(len(p0)), log.idx)
+    assert np.all(s.shift[never] == 0)
+    i = int(mixed[0])
+    idx = np.array([i, int(never[0]), len(p0) + 5])
+    evidence = np.array([float(s.weight[i]), 0.0, 3.0])
+    full = exposure.shift_for(s, idx, evidence, s.step, 1.0)
+    assert full[0] == pytest.approx(s.shift[i]) and full[1] == 0 and full[2] == 0
+    # as much evidence again since the fit, gathered nearer the current policy: half the shift
+    half = exposure.shift_for(s, idx, evidence * 2, s.step, 1.0)
+    assert half[0] == pytest.approx(s.shift[i] / 2, rel=1e-5)
+
+
+def test_a_grown_dataset_keeps_its_replay() -> None:
+    log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=3)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
+    g = r.resized(len(p0) + 10)
+    assert g.exposure.shape == (3, len(p0) + 10) and np.all(g.last[-10:] == -1)
+    np.testing.assert_array_equal(g.succ[: len(p0)], r.succ)
+
+
+async def _run_id(state: AppState, name: str) -> int:
+    async with state.sessionmaker() as s:
+        return (await s.execute(select(Run.id).where(Run.name == name))).scalar_one()
+
+
+async def _learning_run(
+    client: httpx.AsyncClient, state: AppState, uid: str, tracking_on: bool
+) -> tuple[str, list[str], np.ndarray]:
+    """300 prompts; each step rolls out 100 and the policy gains 0.6 logit on mixed ones."""
+    ds, run = f"ds-{uid}", f"run-{uid}"
+    await client.post("/v1/datasets", json={"name": ds, "embedder": "hashing"})
+    ids = [f"p{i}" for i in range(300)]
+    texts = [
+        {"id": p, "text": f"problem {i} about {i % 17} apples and {i % 5} pears"}
+        for i, p in enumerate(ids)
+    ]
+    assert (
+        await client.post(f"/v1/datasets/{ds}/prompts", json={"prompts": texts})
+    ).status_code == 200
+    await state.jobs.idle()
+    sel = {"fit_min_outcomes": 100, "refit_every": 100, "tracking": tracking_on}
+    body = {"name": run, "dataset": ds, "group_size": 8, "selection": sel}
+    assert (await client.post("/v1/runs", json=body)).status_code == 201
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 1.0, 300)
+    for step in range(12):
+        batch = rng.choice(300, 100, replace=False)
+        results = []
+        for i in batch:
+            rewards = (rng.random(8) < 1 / (1 + np.exp(-z[i]))).astype(float)
+            results.append({"prompt_id": ids[i], "rewards": rewards.tolist()})
+            z[i] += 1.2 * rewards.std()  # 0.6 logit for a group of 4/8
+        r = await client.post(f"/v1/runs/{run}/outcomes", json={"step": step, "results": results})
+        assert r.status_code == 200
+        await state.jobs.idle()
+    return run, ids, 1 / (1 + np.exp(-z))
+
+
+async def _estimates(client: httpx.AsyncClient, state: AppState, run: str, ids: list[str]) -> Any:
+    assert await state.fits.maybe_fit(await _run_id(state, run), force=True) is not None
+    items = (await client.post(f"/v1/runs/{run}/predict", json={"prompt_ids": ids})).json()
+    return np.array([i["pass_rate"] for i in items["items"]])
+
+
+async def test_a_learning_run_fits_gains_and_moves_trained_prompts_up(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """The same log with tracking off and on: on, estimates sit nearer today's rates."""
+    off, ids, truth = await _learning_run(client, state, f"{uid}-off", False)
+    on, _, same = await _learning_run(client, state, uid, True)
+    assert np.array_equal(truth, same)
+    est_off = await _estimates(client, state, off, ids)
+    est_on = await _estimates(client, state, on, ids)
+    cal = (await client.get(f"/v1/runs/{on}/predictor")).json()["calibration"]
+    assert cal["tracking_rows"] >= exposure.MIN_ROWS
+    assert 0.8 < cal["tracking_gain_own"] < 1.6, cal  # the run's law: 1.2 per unit sd
+    err_off = np.mean(np.abs(est_off - truth))
+    err_on = np.mean(np.abs(est_on - truth))
+    assert err_on < err_off - 0.01, (err_on, err_off)
+    assert np.mean(est_on) > np.mean(est_off)
+
+
+async def test_tracking_off_stores_no_replay_and_pruning_drops_old_ones(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    off, _, _ = await _learning_run(client, state, f"{uid}-off", False)
+    on, _, _ = await _learning_run(client, state, uid, True)
+    for _ in range(versions.KEEP_BLOBS):
+        assert await state.fits.maybe_fit(await _run_id(state, on), force=True)
+    async with state.sessionmaker() as s:
+        rows = (
+            await s.execute(
+                select(Run.name, PredictorVersion.version, func.length(PredictorVersion.tracking))
+                .join(Run, Run.id == PredictorVersion.run_id)
+                .where(Run.name.in_([off, on]))
+                .order_by(Run.name, PredictorVersion.version)
+            )
+        ).all()
+    assert all(n is None for name, _, n in rows if name == off)
+    stored = [(v, n) for name, v, n in rows if name == on]
+    newest = max(v for v, _ in stored)
+    for v, n in stored:
+        assert (n is not None and n > 0) == (v > newest - versions.KEEP_BLOBS), (v, n)
+
+
+def test_late_groups_fold_in_as_the_hot_stats_do() -> None:
+    """A group reported for an earlier step weighs in discounted, as add_group folds it."""
+    from service.estimator.beta import add_group
+
+    groups = [(0, 0, 8, 3), (0, 10, 8, 5), (0, 3, 8, 8), (1, 4, 8, 2)]  # idx, step, n, k
+    log = Log(*(np.array(c) for c in zip(*groups, strict=True)), np.full(4, 0.4))  # type: ignore[arg-type]
+    r = Replay.empty(2)
+    nb, sim = np.zeros((2, 0), np.int64), np.zeros((2, 0))
+    exposure.advance(r, log, nb, sim, 0.9, np.ones(2), np.ones(2))
+    stats = None
+    for _, s, n, k in groups[:3]:
+        stats = add_group(stats, s, n, k, 0.9)
+    assert stats is not None
+    assert (r.succ[0], r.fail[0]) == pytest.approx((stats.disc_successes, stats.disc_failures))
+    assert r.weight[0] == pytest.approx(stats.disc_successes + stats.disc_failures)
+    assert r.last[0] == 10 and r.step == 10  # the latest step, not the last reported
+
+
+def test_shifts_stay_bounded_and_posteriors_proper() -> None:
+    """However stale a prompt, its shift is capped and its Beta keeps both counts positive."""
+    from service.estimator.beta import shift_logit
+
+    log, nb, sim, p0 = _simulate((0.5, 0.0, 0.0), steps=10)
+    r = Replay.empty(len(p0))
+    exposure.advance(r, log, nb, sim, 1.0, p0 * 4.0, (1 - p0) * 4.0)
+    s = exposure.shifts(r, np.array([2.0, 2.0, 2.0]), nb, sim, 1.0)
+    assert np.abs(s.shift).max() == pytest.approx(exposure.MAX_SHIFT)
+    a, b = shift_logit(np.array([5.0, 0.01]), np.array([0.01, 5.0]), np.array([40.0, -40.0]))
+    assert np.all(a > 0) and np.all(b > 0)
