@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.estimator.beta import PromptStats, beta_posterior, beta_std, p_mixed, shift_logit
+from service.estimator.beta import StatsColumns, beta_posterior, beta_std, p_mixed, shift_logit
 from service.estimator.exposure import shift_for
 from service.estimator.prior import Prior, prior_pseudo_counts
 from service.hotstats import catch_up as hotstats
@@ -33,11 +33,11 @@ class Estimate:
     alpha: F64
     beta: F64
     prior_mean: F64
-    stats: list[PromptStats | None]
+    stats: StatsColumns  # each prompt's own counts (`seen` False: no group yet)
 
     @property
     def seen(self) -> npt.NDArray[np.bool_]:
-        return np.array([s is not None for s in self.stats], dtype=bool)
+        return self.stats.seen
 
     @property
     def mean(self) -> F64:
@@ -68,7 +68,7 @@ class RunEstimates:
         return self.prior.version if self.prior is not None else None
 
     async def at(self, idx: I64, *, selecting: bool = False) -> Estimate:
-        stats = await self.hot.get_many(self.run_id, idx.tolist())
+        stats = await self.hot.get_columns(self.run_id, idx.tolist())
         return estimate(self.policy, self.prior, idx, stats, self.step, selecting=selecting)
 
 
@@ -98,7 +98,7 @@ def estimate(
     policy: SelectionConfig,
     prior: Prior | None,
     idx: I64,
-    stats: list[PromptStats | None],
+    stats: StatsColumns,
     step: int,
     *,
     selecting: bool = False,
@@ -106,11 +106,11 @@ def estimate(
     """Prior pseudo-counts, plus discounted history, shifted by the training since it."""
     a0, b0 = prior_pseudo_counts(policy, prior, idx, selecting=selecting)
     alpha, beta = beta_posterior(stats, step, policy.discount, a0, b0)
-    seen = np.array([s is not None for s in stats], dtype=bool)
+    seen = stats.seen
     if prior is not None and prior.tracked is not None and policy.tracking and seen.any():
         evidence = alpha + beta - a0 - b0  # discounted rollouts of each prompt's own
         shift = shift_for(prior.tracked, idx, evidence, step, policy.discount)
-        alpha, beta = shift_logit(alpha, beta, shift * seen)
+        alpha, beta = shift_logit(alpha, beta, np.where(seen, shift, 0.0))
     elif prior is not None and prior.drift and seen.any():
-        alpha, beta = shift_logit(alpha, beta, prior.drift * seen)
+        alpha, beta = shift_logit(alpha, beta, np.where(seen, prior.drift, 0.0))
     return Estimate(alpha, beta, a0 / (a0 + b0), stats)

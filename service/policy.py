@@ -19,7 +19,7 @@ class SelectionConfig(BaseModel):
 
     discount: float = Field(0.995, gt=0, le=1, description="weight of an outcome per step of age")
     explore: float = Field(
-        0.1,
+        0.0,
         ge=0,
         le=1,
         description=(
@@ -27,7 +27,16 @@ class SelectionConfig(BaseModel):
             "ranking passed over (informative: those with history, stalest first)"
         ),
     )
-    oversample: float = Field(4.0, ge=1, le=100, description="candidates scanned per served slot")
+    oversample: float | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=(
+            "candidates scanned per served slot; unset: derived at each batch (informative, "
+            "target, posterior: the whole free pool up to 8,192 candidates, at least 4 per "
+            "slot; window: 4)"
+        ),
+    )
     target: float = Field(0.5, gt=0, lt=1, description="pass rate posterior/target seek")
     window_lo: float = Field(0.15, ge=0, le=1, description="window: lowest predicted rate kept")
     window_hi: float = Field(0.85, ge=0, le=1, description="window: highest predicted rate kept")
@@ -44,9 +53,18 @@ class SelectionConfig(BaseModel):
     n_min: int = Field(2, ge=1, le=1024, description="budget: fewest rollouts per prompt")
     n_max: int | None = Field(None, ge=1, le=1024, description="budget: most (default 2 G)")
     # below about 1e-3 a Beta's moments underflow; above 1e6 no history could move it
-    prior_alpha: float = Field(1.0, ge=1e-3, le=1e6)
-    prior_beta: float = Field(1.0, ge=1e-3, le=1e6)
-    lease_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    prior_alpha: float = Field(
+        1.0, ge=1e-3, le=1e6, description="Beta prior of a prompt before the first predictor fit"
+    )
+    prior_beta: float = Field(
+        1.0, ge=1e-3, le=1e6, description="Beta prior of a prompt before the first predictor fit"
+    )
+    lease_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86400,
+        description="how long a served prompt stays leased; unset: DEPO_LEASE_SECONDS",
+    )
     thompson_draws: int = Field(
         0, ge=0, le=64, description="informative: posterior draws averaged; 0: exact expectation"
     )
@@ -81,7 +99,9 @@ class SelectionConfig(BaseModel):
             "re-served groups at each refit; until 200 of those, drift_correction's one shift"
         ),
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="seeds the epoch order and random tie-breaks"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SelectionConfig:

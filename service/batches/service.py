@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import uuid
 from datetime import timedelta
 
@@ -217,11 +216,12 @@ async def _select(
     """Scan the epoch until the strategy keeps `size`; the candidates, kept positions, picks."""
     policy = view.policy
     rng = np.random.default_rng([policy.seed, run.id, run.batch_seq + 1])
-    limit = min(strategy.max_scan(size, policy), free)
-    cands = await _candidates(view, cursor.draw(min(strategy.scan_size(size, policy), free)))
+    first = min(strategy.scan_size(size, policy, free), free)
+    limit = min(strategy.max_scan(size, policy, free), free)
+    cands = await _candidates(view, cursor.draw(first))
     keep = strategy.choose(cands, size, policy, rng, run.group_size)
     while len(keep) < size and len(cands) < limit:
-        more = cursor.draw(min(math.ceil(size * policy.oversample), limit - len(cands)))
+        more = cursor.draw(min(first, limit - len(cands)))
         if len(more) == 0:
             break
         cands = selection.Candidates.concat(cands, await _candidates(view, more))
@@ -252,9 +252,7 @@ def _split_budget(
 
 async def _candidates(view: RunEstimates, idx: IntArray) -> selection.Candidates:
     est = await view.at(idx, selecting=True)
-    age = np.array(
-        [np.inf if s is None else view.step - s.last_step for s in est.stats], dtype=float
-    )
+    age = np.where(est.seen, view.step - est.stats.last_step, np.inf)
     return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age)
 
 

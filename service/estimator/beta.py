@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,22 +68,62 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+@dataclass(frozen=True)
+class StatsColumns:
+    """Counts of many prompts as arrays: scoring thousands of candidates without a Python loop."""
+
+    seen: npt.NDArray[np.bool_]
+    groups: IntArray
+    last_step: IntArray
+    disc_successes: FloatArray
+    disc_failures: FloatArray
+
+    @classmethod
+    def of(cls, stats: Sequence[PromptStats | None]) -> StatsColumns:
+        """From a list (None: never seen); the in-process store and tests build them so."""
+        rows = [
+            (s.groups, s.last_step, s.disc_successes, s.disc_failures) if s is not None else None
+            for s in stats
+        ]
+        table = np.array([r or (0, 0, 0.0, 0.0) for r in rows], dtype=np.float64).reshape(-1, 4)
+        return cls(
+            seen=np.array([r is not None for r in rows], dtype=bool),
+            groups=table[:, 0].astype(np.int64),
+            last_step=table[:, 1].astype(np.int64),
+            disc_successes=table[:, 2],
+            disc_failures=table[:, 3],
+        )
+
+    @classmethod
+    def parse(cls, raw: Sequence[str | bytes | None]) -> StatsColumns:
+        """From `PromptStats.encode` strings, parsed in one pass in C (the Redis store's read)."""
+        seen = np.array([v is not None for v in raw], dtype=bool)
+        present = [v.decode() if isinstance(v, bytes) else v for v in raw if v is not None]
+        table = np.zeros((len(raw), 6))
+        if present:
+            with warnings.catch_warnings():  # fromstring's text mode is the fast C parser
+                warnings.simplefilter("ignore", DeprecationWarning)
+                parsed = np.fromstring(",".join(present), sep=",")
+            table[seen] = parsed.reshape(len(present), 6)
+        return cls(
+            seen=seen,
+            groups=table[:, 0].astype(np.int64),
+            last_step=table[:, 3].astype(np.int64),
+            disc_successes=table[:, 4],
+            disc_failures=table[:, 5],
+        )
+
+
 def beta_posterior(
-    stats: list[PromptStats | None],
+    cols: StatsColumns,
     step: int,
     discount: float,
     prior_alpha: float | FloatArray,
     prior_beta: float | FloatArray,
 ) -> tuple[FloatArray, FloatArray]:
     """Beta(alpha, beta) per prompt at `step`: the prior plus its discounted outcomes."""
-    a = np.zeros(len(stats))
-    b = np.zeros(len(stats))
-    for i, s in enumerate(stats):
-        if s is not None:
-            f = discount ** max(step - s.last_step, 0)
-            a[i] = s.disc_successes * f
-            b[i] = s.disc_failures * f
-    return a + prior_alpha, b + prior_beta
+    f = np.where(cols.seen, discount ** np.maximum(step - cols.last_step, 0), 0.0)
+    return cols.disc_successes * f + prior_alpha, cols.disc_failures * f + prior_beta
 
 
 def p_mixed(alpha: FloatArray, beta: FloatArray, n: int | IntArray) -> FloatArray:

@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
-from service.estimator.beta import PromptStats, add_group
+from service.estimator.beta import PromptStats, StatsColumns, add_group
 
 SEQ_FIELD = "_seq"
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
@@ -43,6 +43,10 @@ class HotStore(Protocol):
         ...
 
     async def get_many(self, run_id: int, idxs: Sequence[int]) -> list[PromptStats | None]: ...
+
+    async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
+        """`get_many` as arrays: what scoring thousands of candidates reads."""
+        ...
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]: ...
 
@@ -85,6 +89,9 @@ class MemoryHotStore:
     async def get_many(self, run_id: int, idxs: Sequence[int]) -> list[PromptStats | None]:
         data = self._runs.get(run_id, (0, {}))[1]
         return [data.get(i) for i in idxs]
+
+    async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
+        return StatsColumns.of(await self.get_many(run_id, idxs))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         return dict(self._runs.get(run_id, (0, {}))[1])
@@ -156,6 +163,11 @@ class RedisHotStore:
             return []
         raw = await self.redis.hmget(self._key(run_id), [str(i) for i in idxs])
         return [PromptStats.decode(v) if v is not None else None for v in raw]
+
+    async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
+        if not idxs:
+            return StatsColumns.of([])
+        return StatsColumns.parse(await self.redis.hmget(self._key(run_id), [str(i) for i in idxs]))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         raw = await self.redis.hgetall(self._key(run_id))

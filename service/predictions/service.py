@@ -56,7 +56,7 @@ async def for_prompts(
                 uncertainty=float(std[i]),
                 p_informative=float(mixed[i]),
                 prior=float(est.prior_mean[i]),
-                observations=s.groups if (s := est.stats[i]) is not None else 0,
+                observations=int(est.stats.groups[i]),
                 model_version=view.version,
             )
             for i, pid in enumerate(prompt_ids)

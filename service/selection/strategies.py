@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from service.estimator.beta import p_mixed, p_mixed_at
 from service.policy import SelectionConfig
+from service.selection.adaptive import MIN_PER_SLOT, scored_scan
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -53,11 +54,11 @@ class Strategy(Protocol):
     name: str
     needs_stats: bool
 
-    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
-        """Candidates to draw before the first `choose`."""
+    def scan_size(self, size: int, cfg: SelectionConfig, free: int) -> int:
+        """Candidates to draw before the first `choose` (of `free` unleased prompts)."""
         ...
 
-    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+    def max_scan(self, size: int, cfg: SelectionConfig, free: int) -> int:
         """Candidates to draw at most, when `choose` keeps fewer than `size`."""
         ...
 
@@ -74,17 +75,22 @@ class Strategy(Protocol):
 
 
 class _Scored:
-    """Scan `oversample * size`, keep an exploration share at random and the best of the rest."""
+    """Scan `oversample * size` (unset: the whole free pool, up to a cap), keep the best.
+
+    An `explore` share of the batch is taken from the rest (re-tests).
+    """
 
     name = "scored"
     needs_stats = True
     explores = True  # keeps the run's `explore` share for re-tests
 
-    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
+    def scan_size(self, size: int, cfg: SelectionConfig, free: int) -> int:
+        if cfg.oversample is None:
+            return scored_scan(free, size)
         return math.ceil(size * cfg.oversample)
 
-    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
-        return self.scan_size(size, cfg)
+    def max_scan(self, size: int, cfg: SelectionConfig, free: int) -> int:
+        return self.scan_size(size, cfg, free)
 
     def score(
         self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
@@ -128,10 +134,10 @@ class Uniform:
     name = "uniform"
     needs_stats = False
 
-    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
+    def scan_size(self, size: int, cfg: SelectionConfig, free: int) -> int:
         return size
 
-    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+    def max_scan(self, size: int, cfg: SelectionConfig, free: int) -> int:
         return size
 
     def choose(
@@ -205,10 +211,12 @@ class Window:
     name = "window"
     needs_stats = True
 
-    def scan_size(self, size: int, cfg: SelectionConfig) -> int:
-        return math.ceil(size * cfg.oversample)
+    def scan_size(self, size: int, cfg: SelectionConfig, free: int) -> int:
+        # it keeps the first candidates inside the window in epoch order, so a wider first scan
+        # would only pass over more of the epoch: unset, 4 per slot as before
+        return math.ceil(size * (cfg.oversample or MIN_PER_SLOT))
 
-    def max_scan(self, size: int, cfg: SelectionConfig) -> int:
+    def max_scan(self, size: int, cfg: SelectionConfig, free: int) -> int:
         return math.ceil(size * cfg.max_scan)
 
     def choose(

@@ -49,7 +49,7 @@ async def prompt_stats(
         for o in rows.scalars()
     ]
     est = await view.at(np.array([prompt.idx], dtype=np.int64))
-    [s] = est.stats
+    [s] = await state.hot.get_many(r.id, [prompt.idx])  # the full counts, beside the estimate
     a, b = float(est.alpha[0]), float(est.beta[0])
     return PromptStatsRead(
         id=prompt.client_id,

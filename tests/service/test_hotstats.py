@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from service.estimator.beta import PromptStats, add_group, beta_posterior, p_mixed
+from service.estimator.beta import PromptStats, StatsColumns, add_group, beta_posterior, p_mixed
 from service.hotstats.store import HotStore, MemoryHotStore, RedisHotStore
 from tests.fixtures.backends import REDIS_URL
 
@@ -45,7 +45,8 @@ def test_encode_round_trip() -> None:
 
 
 def test_p_informative_matches_monte_carlo() -> None:
-    alpha, beta = beta_posterior([PromptStats(1, 8, 2, 0, 2.0, 6.0), None], 0, 1.0, 1.0, 1.0)
+    cols = StatsColumns.of([PromptStats(1, 8, 2, 0, 2.0, 6.0), None])
+    alpha, beta = beta_posterior(cols, 0, 1.0, 1.0, 1.0)
     exact = p_mixed(alpha, beta, 8)
     rng = random.Random(0)
     for i in range(2):
@@ -74,6 +75,11 @@ async def test_apply_is_compare_and_set(store: HotStore) -> None:
         [s5, s6, s7] = await store.get_many(1, [5, 6, 7])
         assert s5 == PromptStats(2, 16, 4, 1, 4.0, 12.0)
         assert s6 is not None and s6.successes == 8 and s7 is None
+        cols = await store.get_columns(1, [7, 5, 6])
+        built = StatsColumns.of([None, s5, s6])  # the arrays `get_many` would give
+        for name in ("seen", "groups", "last_step", "disc_successes", "disc_failures"):
+            assert getattr(cols, name).tolist() == getattr(built, name).tolist(), name
+        assert cols.groups.tolist() == [0, 2, 1] and cols.disc_failures.tolist() == [0, 12, 0]
         assert set((await store.get_all(1)).keys()) == {5, 6}
         await store.flush()
         assert await store.applied_seq(1) == 0 and await store.get_all(1) == {}

@@ -88,7 +88,7 @@ async def test_warmup_accepts_all_then_filters(client: httpx.AsyncClient, uid: s
         b = (await client.post(f"{url}/batches", json={"step": step, "size": 20})).json()
         expected = "uniform" if step < 2 else "informative"
         assert b["stats"]["strategy"] == expected
-        assert b["stats"]["scanned"] == (20 if step < 2 else 80)
+        assert b["stats"]["scanned"] == (20 if step < 2 else 300), "then the whole free pool"
         results = [
             {"prompt_id": p["id"], "rewards": [1, 1, 1, 1] if p["id"] in solved else [1, 0, 1, 0]}
             for p in b["prompts"]
@@ -227,3 +227,25 @@ def test_selection_floors_the_prior_strength_but_predict_does_not() -> None:
     fixed = SelectionConfig(prior_strength=1.0, min_prior_strength=4.0)
     a, b = prior_pseudo_counts(fixed, prior, idx, selecting=True)
     assert (a + b) == pytest.approx([1.0, 1.0]), "a run's fixed strength wins"
+
+
+def test_scored_scan_covers_the_free_pool_up_to_the_cap() -> None:
+    from service.selection.adaptive import MIN_PER_SLOT, SCAN_CAP, scored_scan
+
+    assert scored_scan(4000, 128) == 4000, "a pool under the cap is re-ranked whole"
+    assert scored_scan(1_000_000, 128) == SCAN_CAP, "a large pool: the cap"
+    assert scored_scan(1_000_000, 4096) == MIN_PER_SLOT * 4096, "never under 4 per slot"
+    assert scored_scan(300, 128) == 300, "never more than is free"
+
+
+async def test_unset_scan_width_follows_the_pool(client: httpx.AsyncClient, uid: str) -> None:
+    """With no `selection`, informative re-ranks every free prompt; window keeps 4 per slot."""
+    for n in (120, 700):
+        await make_dataset(client, f"ds-{uid}-{n}", n)
+        for strategy in ("informative", "window"):
+            run = f"run-{uid}-{n}-{strategy}"
+            body = await make_run(client, run, f"ds-{uid}-{n}", strategy=strategy)
+            assert body["selection"]["oversample"] is None
+            b = (await client.post(f"/v1/runs/{run}/batches", json={"step": 0, "size": 10}))
+            scanned = b.json()["stats"]["scanned"]
+            assert scanned == (n if strategy == "informative" else 40), (strategy, n)
