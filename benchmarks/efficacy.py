@@ -109,6 +109,7 @@ class Sim:
     warmup_steps: int
     model: LearningModel
     sync_fits: bool = False
+    defaults: bool = False  # scored methods get the service's defaults: no warm-up, no settings
 
     def policy(self) -> Policy:
         return Policy(self.pool, self.heldout, self.emb, self.model, self.seed)
@@ -127,6 +128,8 @@ def run_method(
     index = {pid: i for i, pid in enumerate(pool.ids)}
     run = f"{m.strategy}-{uuid.uuid4().hex[:8]}"
     selection = {"seed": seed, "warmup_outcomes": len(pool.ids), **m.selection}
+    if sim.defaults:
+        selection = {"seed": seed, "budget": True} if m.use_n else {"seed": seed}
     created = c.create_run(run, dataset, g, strategy=m.strategy, selection=selection)
     tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
     sel = created.selection
@@ -275,6 +278,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--embedder", default=None, help="the dataset's embedder (default: the service's)"
     )
+    ap.add_argument(
+        "--defaults",
+        action="store_true",
+        help=(
+            "scored methods run on the service's defaults (no warm-up, no selection settings); "
+            "the zero-variance column still counts from step pool/batch on"
+        ),
+    )
     return ap
 
 
@@ -317,6 +328,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[Trace]]:
                 warmup_steps,
                 model,
                 sync_fits=args.sync_fits,
+                defaults=args.defaults,
             )
             for m in methods:
                 t0 = time.perf_counter()

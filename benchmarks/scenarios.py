@@ -539,8 +539,12 @@ def main() -> None:
         "seeds": args.seeds,
         "backend": args.backend,
         "informative": args.informative,
+        "scale": args.scale,
     }
-    ns = {k: SCENARIOS[k].n_quick if args.quick else SCENARIOS[k].n_full for k in results}
+    ns = {
+        k: SCENARIOS[k].n_quick if args.quick else round(SCENARIOS[k].n_full * args.scale)
+        for k in results
+    }
     report(results, walls, ns, meta, args.json, args.plot)
     print(f"\ntotal wall time {time.perf_counter() - t_all:.0f} s", file=sys.stderr)
 
@@ -564,7 +568,8 @@ def report(
     plot_path: str,
 ) -> None:
     """Print the tables, write the plot and, with `json_path`, the results."""
-    mode = "quick" if meta["quick"] else "full"
+    scale = meta.get("scale", 1.0)
+    mode = "quick" if meta["quick"] else ("full" if scale == 1.0 else f"N x {scale:g}")
     extra = meta["informative"]
     print(
         f"\n### Scenarios ({mode}, {meta['seeds']} seed{'s' * (meta['seeds'] > 1)}, "

@@ -12,6 +12,7 @@ from service.admin import pages
 from service.admin import service as admin
 from service.deps import ReadSessionDep, StateDep, key_is_valid
 from service.exceptions import AdminUnauthorized
+from service.policy import SelectionConfig
 from service.predictor import versions
 from service.runs import service as runs
 from service.stats.summary import summarize
@@ -47,7 +48,8 @@ async def index(session: ReadSessionDep) -> HTMLResponse:
 @router.get("/runs/{run}", response_class=HTMLResponse)
 async def run_page(run: str, session: ReadSessionDep, state: StateDep) -> HTMLResponse:
     r = await runs.get_by_name(session, run)
-    summary = await summarize(session, state.hot, r, bins=10, last_steps=1000)
-    view = await admin.pool_view(session, state.hot, state.predictor_cache, r, summary.pool)
+    policy = SelectionConfig.model_validate(r.selection)
+    summary = await summarize(session, state.hot, r, policy, bins=10, last_steps=1000)
+    view = await admin.pool_view(session, state.hot, state.predictor_cache, r, policy, summary.pool)
     version = await versions.latest(session, r.id, blobs=False)
     return HTMLResponse(pages.run_page(r, summary, view, admin.savings(r, view), version))

@@ -90,12 +90,16 @@ class PoolView:
 
 
 async def pool_view(
-    session: AsyncSession, hot: HotStore, cache: PredictorCache, run: Run, pool: int
+    session: AsyncSession,
+    hot: HotStore,
+    cache: PredictorCache,
+    run: Run,
+    policy: SelectionConfig,
+    pool: int,
 ) -> PoolView:
     idx = np.arange(pool, dtype=np.int64)
     if pool > POOL_SAMPLE:
         idx = np.sort(np.random.default_rng(run.id).choice(pool, POOL_SAMPLE, replace=False))
-    policy = SelectionConfig.model_validate(run.selection)
     est = await (await estimates.for_run(session, hot, cache, run, policy)).at(idx)
     return PoolView(len(idx), est.mean, est.p_mixed(run.group_size))
 

@@ -95,18 +95,14 @@ class StatsColumns:
         )
 
     @classmethod
-    def parse(cls, raw: Sequence[str | bytes | None]) -> StatsColumns:
-        """From `PromptStats.encode` strings, parsed in one pass in C (the Redis store's read)."""
-        seen = np.array([v is not None for v in raw], dtype=bool)
-        present = [v.decode() if isinstance(v, bytes) else v for v in raw if v is not None]
-        table = np.zeros((len(raw), 6))
-        if present:
-            with warnings.catch_warnings():  # fromstring's text mode is the fast C parser
-                warnings.simplefilter("ignore", DeprecationWarning)
-                parsed = np.fromstring(",".join(present), sep=",")
-            table[seen] = parsed.reshape(len(present), 6)
+    def parse_joined(cls, joined: str | bytes, n: int) -> StatsColumns:
+        """From n encoded stats joined by commas, a prompt with no group as six zeros."""
+        text = joined.decode() if isinstance(joined, bytes) else joined
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            table = np.fromstring(text, sep=",").reshape(n, 6) if n else np.zeros((0, 6))
         return cls(
-            seen=seen,
+            seen=table[:, 0] > 0,
             groups=table[:, 0].astype(np.int64),
             last_step=table[:, 3].astype(np.int64),
             disc_successes=table[:, 4],

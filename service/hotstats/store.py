@@ -16,6 +16,22 @@ from redis.exceptions import WatchError
 from service.estimator.beta import PromptStats, StatsColumns, add_group
 
 SEQ_FIELD = "_seq"
+MISSING = "0,0,0,0,0,0"  # a prompt with no group: zero groups, which a stored prompt never has
+# HMGET of many fields as one joined string: one argument to pack and one reply to parse, where
+# redis-py packs and decodes a field at a time (20 ms for 8,192 fields on 2 cores)
+_GET_JOINED = """
+local out, ids, n = {}, {}, 0
+for id in string.gmatch(ARGV[1], "[^,]+") do
+  n = n + 1
+  ids[#ids + 1] = id
+  if #ids == 4000 or n == tonumber(ARGV[2]) then
+    local vals = redis.call('HMGET', KEYS[1], unpack(ids))
+    for i = 1, #ids do out[#out + 1] = vals[i] or ARGV[3] end
+    ids = {}
+  end
+end
+return table.concat(out, ',')
+"""
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
 Group = tuple[int, int, int, int]
@@ -167,7 +183,9 @@ class RedisHotStore:
     async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
         if not idxs:
             return StatsColumns.of([])
-        return StatsColumns.parse(await self.redis.hmget(self._key(run_id), [str(i) for i in idxs]))
+        ids = ",".join(map(str, idxs))
+        joined = await self.redis.eval(_GET_JOINED, 1, self._key(run_id), ids, len(idxs), MISSING)
+        return StatsColumns.parse_joined(joined, len(idxs))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         raw = await self.redis.hgetall(self._key(run_id))

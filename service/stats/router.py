@@ -78,4 +78,5 @@ async def run_summary(
     last_steps: int = Query(1000, ge=1, le=100_000),
 ) -> RunSummary:
     r = await runs.get_by_name(session, run)
-    return await summarize(session, state.hot, r, bins=bins, last_steps=last_steps)
+    policy = SelectionConfig.model_validate(r.selection)
+    return await summarize(session, state.hot, r, policy, bins=bins, last_steps=last_steps)

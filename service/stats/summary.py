@@ -14,12 +14,17 @@ from service.stats.schemas import HistogramBin, RunSummary, StepShare
 
 
 async def summarize(
-    session: AsyncSession, hot: HotStore, r: Run, *, bins: int = 10, last_steps: int = 1000
+    session: AsyncSession,
+    hot: HotStore,
+    r: Run,
+    policy: SelectionConfig,
+    *,
+    bins: int = 10,
+    last_steps: int = 1000,
 ) -> RunSummary:
     """Observed pass rates of seen prompts, zero-variance share overall and per step."""
-    cfg = SelectionConfig.model_validate(r.selection)
     ds = await session.get_one(Dataset, r.dataset_id)
-    await catch_up(session, hot, r.id, r.outcome_seq, cfg.discount)
+    await catch_up(session, hot, r.id, r.outcome_seq, policy.discount)
     all_stats = await hot.get_all(r.id)
     rates = np.array([s.successes / s.rollouts for s in all_stats.values()], dtype=np.float64)
     counts, edges = np.histogram(rates, bins=bins, range=(0.0, 1.0))
