@@ -29,6 +29,7 @@ def main() -> None:
             "60",
             "--methods",
             "uniform GRPO,DAPO dynamic sampling,informative",
+            "--defaults",
             "--plot",
             str(efficacy.RESULTS / "demo.png"),
         ]

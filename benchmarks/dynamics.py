@@ -32,15 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import betabinom
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-
-def logit(p: FloatArray) -> FloatArray:
-    """Labels of 0 and 1 clipped to about +-5.8, so every prompt can still move (as simulator)."""
-    q = np.clip(p, 0.003, 0.997)
-    out: FloatArray = np.log(q / (1 - q))
-    return out
+from benchmarks.simulator import FloatArray, IntArray, logit
 
 
 @dataclass(frozen=True)

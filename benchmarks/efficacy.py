@@ -45,7 +45,7 @@ class Method:
 # prompt has a group before it is ranked, and scans the whole 4,000 pool every step (32 x 128),
 # so a prompt passed over is ranked again at the next step: informative needs no exploration
 # share to re-test it. Both lowered informative's zero-variance share from 25.4% to 16.9% on
-# seed 0 (README); window and target did better with them too (25.4% and 24.1% at oversample
+# seed 0 (docs/history.md); window and target did better with them too (25.4% and 24.1% at oversample
 # 32, against 25.8% and 25.8% at 8, one seed).
 SCAN: dict[str, Any] = {"oversample": 32}
 INFORMATIVE: dict[str, Any] = {**SCAN, "explore": 0.0, "thompson_draws": 0}

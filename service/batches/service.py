@@ -155,13 +155,15 @@ class _EpochCursor:
                 self._rollover()
                 rollovers += 1
             chunk = self._perm[self.run.epoch_cursor : self.run.epoch_cursor + 4 * (wanted - got)]
-            free = chunk[~np.isin(chunk, list(self.skip))] if self.skip else chunk
+            skip = np.fromiter(self.skip, dtype=np.int64, count=len(self.skip))
+            free = chunk[~np.isin(chunk, skip)] if len(skip) else chunk
             if len(free) > wanted - got:
                 last = int(np.flatnonzero(np.isin(chunk, free[wanted - got - 1]))[0])
                 chunk, free = chunk[: last + 1], free[: wanted - got]
             self.run.epoch_cursor += len(chunk)
-            self.skip.update(int(i) for i in free)
-            self.taken.extend(int(i) for i in free)
+            picked = free.tolist()
+            self.skip.update(picked)
+            self.taken.extend(picked)
             out.append(free)
             got += len(free)
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
