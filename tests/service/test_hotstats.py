@@ -6,6 +6,7 @@ import itertools
 import random
 import uuid
 
+import numpy as np
 import pytest
 
 from service.estimator.beta import PromptStats, StatsColumns, add_group, beta_posterior, p_mixed
@@ -86,3 +87,18 @@ async def test_apply_is_compare_and_set(store: HotStore) -> None:
     finally:
         await store.flush()
         await store.close()
+
+
+async def test_get_columns_reads_past_the_scripts_chunk_of_4000(store: HotStore) -> None:
+    """The Redis store reads many fields in chunks inside one script: no chunk edge may slip."""
+    try:
+        seen = [0, 3999, 4000, 8001, 9000]
+        assert await store.apply(1, 0, 1, [(i, 0, 8, 1 + i % 7) for i in seen], 1.0)
+        idxs = list(range(9001))
+        cols = await store.get_columns(1, idxs)
+        assert len(cols.seen) == 9001
+        assert np.flatnonzero(cols.seen).tolist() == seen
+        assert cols.disc_successes[seen].tolist() == [1 + i % 7 for i in seen]
+        assert cols.groups[seen].tolist() == [1] * len(seen)
+    finally:
+        await store.flush()
