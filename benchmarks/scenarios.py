@@ -164,6 +164,10 @@ class Trace:
     heldout: list[float] = field(default_factory=list)
     served: int = 0
     zero_var: int = 0
+    served_first: int = 0  # groups of prompts served for the first time in the run
+    zero_var_first: int = 0
+    first_p_mixed: float = 0.0  # true P(mixed) summed over first serves
+    unseen_p_mixed: float = 0.0  # the unseen pool's mean true P(mixed), summed the same way
     wall_s: float = 0.0
     calibration: dict[str, float] = field(default_factory=dict)
 
@@ -298,6 +302,7 @@ def run_service(
     tr = Trace()
     tr.record(0, 0, world.heldout_pass_rate())
     used = informative = step = 0
+    seen = np.zeros(setup.n_pool, dtype=bool)
     while informative < n_target:
         parts: list[tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]] = []
         have = 0
@@ -309,6 +314,14 @@ def run_service(
             used += reported.size
             tr.served += len(idx)
             tr.zero_var += int((~mixed).sum())
+            first = ~seen[idx]
+            if first.any():
+                unseen = np.flatnonzero(~seen)
+                tr.first_p_mixed += float(world.p_mixed(idx[first], sc.g).sum())
+                tr.unseen_p_mixed += float(world.p_mixed(unseen, sc.g).mean()) * int(first.sum())
+            tr.served_first += int(first.sum())
+            tr.zero_var_first += int((~mixed & first).sum())
+            seen[idx] = True
             results = [
                 {"prompt_id": p.id, "rewards": reported[j].tolist()}
                 for j, p in enumerate(b.prompts)
@@ -553,7 +566,11 @@ def _progress(scenario: str, seed: int, method: str, tr: Trace, n: int) -> None:
     print(
         f"  {scenario} seed {seed} {method:<24} {len(tr.rollouts) - 1:>4} steps, "
         f"{rollouts_to_n(tr, n) / 1000:.1f}k rollouts to {n} informative, zero-variance "
-        f"{tr.zero_var / max(tr.served, 1):.1%}, held-out {tr.heldout[0]:.3f} -> "
+        f"{tr.zero_var / max(tr.served, 1):.1%} (first serves: {tr.served_first / max(tr.served, 1):.0%}"
+        f" of groups, {tr.zero_var_first / max(tr.served_first, 1):.0%} zero-variance; true "
+        f"P(mixed) {tr.first_p_mixed / max(tr.served_first, 1):.2f} against the unseen pool's "
+        f"{tr.unseen_p_mixed / max(tr.served_first, 1):.2f}), "
+        f"held-out {tr.heldout[0]:.3f} -> "
         f"{tr.heldout[-1]:.3f} ({tr.wall_s:.0f} s)",
         file=sys.stderr,
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import betaln
+
+_PACK = struct.Struct("<6d")  # counts stay exact in a double up to 2**53
+ENCODED_SIZE = _PACK.size
+MISSING = bytes(ENCODED_SIZE)  # zero groups: what a prompt with no group reads as
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,17 +26,23 @@ class PromptStats:
     disc_successes: float
     disc_failures: float
 
-    def encode(self) -> str:
-        return (
-            f"{self.groups},{self.rollouts},{self.successes},{self.last_step},"
-            f"{self.disc_successes!r},{self.disc_failures!r}"
+    def encode(self) -> bytes:
+        """Six little-endian doubles: a fixed width, so thousands read back as one array."""
+        return _PACK.pack(
+            self.groups,
+            self.rollouts,
+            self.successes,
+            self.last_step,
+            self.disc_successes,
+            self.disc_failures,
         )
 
     @classmethod
-    def decode(cls, raw: str | bytes) -> PromptStats:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        g, r, s, last, a, b = text.split(",")
-        return cls(int(g), int(r), int(s), int(last), float(a), float(b))
+    def decode(cls, raw: bytes | str) -> PromptStats:
+        if isinstance(raw, str):  # a client decoding replies would have mangled the bytes
+            raise TypeError("encoded stats are bytes")
+        g, r, s, last, a, b = _PACK.unpack(raw)
+        return cls(int(g), int(r), int(s), int(last), a, b)
 
     @property
     def pass_rate(self) -> float:
@@ -95,12 +105,11 @@ class StatsColumns:
         )
 
     @classmethod
-    def parse_joined(cls, joined: str | bytes, n: int) -> StatsColumns:
-        """From n encoded stats joined by commas, a prompt with no group as six zeros."""
-        text = joined.decode() if isinstance(joined, bytes) else joined
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            table = np.fromstring(text, sep=",").reshape(n, 6) if n else np.zeros((0, 6))
+    def parse_joined(cls, joined: bytes, n: int) -> StatsColumns:
+        """From n encoded stats back to back, a prompt with no group as `MISSING`."""
+        if len(joined) != n * ENCODED_SIZE:
+            raise ValueError(f"{len(joined)} bytes for {n} encoded stats")
+        table = np.frombuffer(joined, dtype="<f8").reshape(n, 6)
         return cls(
             seen=table[:, 0] > 0,
             groups=table[:, 0].astype(np.int64),
@@ -122,15 +131,27 @@ def beta_posterior(
     return cols.disc_successes * f + prior_alpha, cols.disc_failures * f + prior_beta
 
 
+_PRODUCT_MAX_N = 64  # above it the log-gamma form costs less than n products
+
+
 def p_mixed(alpha: FloatArray, beta: FloatArray, n: int | IntArray) -> FloatArray:
     """P(a group of n is mixed) = 1 - E[p^n] - E[(1-p)^n] under Beta(alpha, beta), exactly.
 
     A mixed group (rewards not all equal) is the only kind that gives GRPO a gradient.
     `n` may differ per prompt (a rollout budget).
     """
-    base = betaln(alpha, beta)
-    all_pass = np.exp(betaln(alpha + n, beta) - base)
-    all_fail = np.exp(betaln(alpha, beta + n) - base)
+    if isinstance(n, int | np.integer) and 0 <= n <= _PRODUCT_MAX_N:
+        # E[p^n] = prod_{i<n} (alpha + i) / (alpha + beta + i): n products, no log-gamma
+        total = alpha + beta
+        all_pass = np.ones_like(total)
+        all_fail = np.ones_like(total)
+        for i in range(int(n)):
+            all_pass *= (alpha + i) / (total + i)
+            all_fail *= (beta + i) / (total + i)
+    else:
+        base = betaln(alpha, beta)
+        all_pass = np.exp(betaln(alpha + n, beta) - base)
+        all_fail = np.exp(betaln(alpha, beta + n) - base)
     out: FloatArray = np.clip(1.0 - all_pass - all_fail, 0.0, 1.0)
     return out
 

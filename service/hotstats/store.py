@@ -13,12 +13,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
-from service.estimator.beta import PromptStats, StatsColumns, add_group
+from service.estimator.beta import MISSING, PromptStats, StatsColumns, add_group
 
 SEQ_FIELD = "_seq"
-MISSING = "0,0,0,0,0,0"  # a prompt with no group: zero groups, which a stored prompt never has
 # HMGET of many fields as one joined string: one argument to pack and one reply to parse, where
-# redis-py packs and decodes a field at a time (about 20 ms for 8,192 fields on 2 cores, profiled)
+# redis-py packs and decodes a field at a time (about 20 ms for 8,192 fields on 2 cores, profiled);
+# the values are fixed-width binary, so the reply is one array with no separators
 _GET_JOINED = """
 local out, ids = {}, {}
 local function flush()
@@ -32,7 +32,7 @@ for id in string.gmatch(ARGV[1], "[^,]+") do
   if #ids == 4000 then flush() end  -- unpack's limit is about 8,000 values
 end
 flush()
-return table.concat(out, ',')
+return table.concat(out)
 """
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
@@ -146,7 +146,8 @@ class RedisHotStore:
         self.prefix = prefix
 
     def _key(self, run_id: int) -> str:
-        return f"{self.prefix}:run:{run_id}:stats"
+        # "stats2": binary values; a text hash an older version left is ignored and rebuilt
+        return f"{self.prefix}:run:{run_id}:stats2"
 
     async def applied_seq(self, run_id: int) -> int:
         raw = await self.redis.hget(self._key(run_id), SEQ_FIELD)
@@ -167,7 +168,7 @@ class RedisHotStore:
                 raw = await pipe.hmget(key, [str(i) for i in idxs]) if idxs else []
                 current = {i: PromptStats.decode(v) for i, v in zip(idxs, raw, strict=True) if v}
                 changed = _fold(current, groups, discount)
-                mapping = {str(i): s.encode() for i, s in changed.items()}
+                mapping: dict[str, bytes | str] = {str(i): s.encode() for i, s in changed.items()}
                 mapping[SEQ_FIELD] = str(new_seq)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]

@@ -9,7 +9,14 @@ import uuid
 import numpy as np
 import pytest
 
-from service.estimator.beta import PromptStats, StatsColumns, add_group, beta_posterior, p_mixed
+from service.estimator.beta import (
+    MISSING,
+    PromptStats,
+    StatsColumns,
+    add_group,
+    beta_posterior,
+    p_mixed,
+)
 from service.hotstats.store import HotStore, MemoryHotStore, RedisHotStore
 from tests.fixtures.backends import REDIS_URL
 
@@ -42,7 +49,14 @@ def test_update_rule_is_order_independent() -> None:
 def test_encode_round_trip() -> None:
     s = PromptStats(3, 24, 7, 12, 5.123456789, 0.1)
     assert PromptStats.decode(s.encode()) == s
-    assert PromptStats.decode(s.encode().encode()) == s
+    joined = s.encode() + MISSING + PromptStats(1, 8, 8, 2, 8.0, 0.0).encode()
+    cols = StatsColumns.parse_joined(joined, 3)
+    assert cols.seen.tolist() == [True, False, True]
+    assert cols.groups.tolist() == [3, 0, 1]
+    assert cols.last_step.tolist() == [12, 0, 2]
+    assert cols.disc_successes.tolist() == [5.123456789, 0.0, 8.0]
+    with pytest.raises(ValueError, match="bytes for 2"):
+        StatsColumns.parse_joined(joined, 2)
 
 
 def test_p_informative_matches_monte_carlo() -> None:
@@ -55,6 +69,17 @@ def test_p_informative_matches_monte_carlo() -> None:
         mc = sum(1 - p**8 - (1 - p) ** 8 for p in draws) / len(draws)
         assert exact[i] == pytest.approx(mc, abs=0.01)
     assert exact[1] == pytest.approx(1 - 2 / 9)  # uniform prior: E[p^8] = 1/9
+
+
+def test_p_mixed_product_form_matches_log_gamma_form() -> None:
+    """Integer n takes n products; a per-prompt n array takes the log-gamma route: same values."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.02, 300.0, 5_000)
+    b = rng.uniform(0.02, 300.0, 5_000)
+    for n in (1, 4, 8, 16, 64):
+        fast = p_mixed(a, b, n)
+        slow = p_mixed(a, b, np.full(len(a), n))
+        np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-10)
 
 
 @pytest.fixture(params=["memory", "redis"])
