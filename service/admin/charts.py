@@ -29,11 +29,11 @@ def pct(v: float) -> str:
 
 
 def nice_max(v: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above v: a readable axis top."""
+    """The smallest 1, 2, 4, 6 or 8 times a power of ten at or above v: quarters stay round."""
     if v <= 0 or not math.isfinite(v):
         return 1.0
     p = 10 ** math.floor(math.log10(v))
-    return float(next(m * p for m in (1, 2, 2.5, 5, 10) if m * p >= v * (1 - 1e-9)))
+    return float(next(m * p for m in (1, 2, 4, 6, 8, 10) if m * p >= v * (1 - 1e-9)))
 
 
 def _y_axis(top: float, fmt: Fmt, label: str) -> list[str]:
@@ -166,10 +166,10 @@ class StepAxis:
         starts = [lo for lo, _ in self.segments]
         ends = [hi for lo, hi in self.segments if hi > lo]
         inner = [
-            round(lo + (hi - lo) * k / n)
+            t
             for i, (lo, hi) in enumerate(self.segments)
             if (n := int(self.widths[i] // 90)) > 1 and hi > lo
-            for k in range(1, n)
+            for t in _round_ticks(lo, hi, n)
         ]
         placed: list[float] = []
         out: list[str] = []
@@ -191,6 +191,15 @@ class StepAxis:
                 f'<text x="{gx:.1f}" y="{TOP + PH + 4}" text-anchor="middle">//</text></g>'
             )
         return out
+
+
+def _round_ticks(lo: int, hi: int, n: int) -> list[int]:
+    """Multiples of a 1, 2 or 5 times a power of ten strictly inside (lo, hi), about n of them."""
+    raw = (hi - lo) / n
+    p = 10 ** math.floor(math.log10(raw)) if raw >= 1 else 1
+    step = int(next((m * p for m in (1, 2, 5, 10) if m * p >= raw), 10 * p))
+    first = (lo // step + 1) * step
+    return list(range(first, hi, step))
 
 
 def rolling_mean(points: Sequence[tuple[int, float]], window: int) -> list[tuple[int, float]]:

@@ -18,7 +18,8 @@ nav{display:flex;gap:1.2em;align-items:center;border-bottom:1px solid #ddd;paddi
 margin-bottom:.8em}nav .right{margin-left:auto;color:#666;font-size:12px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .8em;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
-tr:nth-child(even){background:#fafafa}td.text{text-align:left;max-width:40em;color:#444}
+tr:nth-child(even){background:#fafafa}table.savings td:last-child,table.cal td:last-child{
+text-align:left;max-width:50em}td.text{text-align:left;max-width:40em;color:#444}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(600px,1fr));gap:.5em 1.5em}
 figure.chart{margin:.3em 0}svg{background:#fcfcfc;border:1px solid #ddd;max-width:100%;height:auto}
 rect.bar{fill:#4a7bd0}text{font-size:11px;fill:#555}text.chart-title{font-size:13px;fill:#222}

@@ -112,7 +112,7 @@ def prompt_page(
     history = charts.steps(
         [
             charts.Series("each group", [(g.step, g.successes / g.n) for g in groups], "s0"),
-            charts.Series("pass rate so far", cum, "s1", dots=False),
+            charts.Series("running rate", cum, "s1", dots=False),
         ],
         chart_id="prompt-history",
         title="its groups by step",

@@ -302,5 +302,5 @@ def _predictor(versions: Sequence[VersionRow], rel: Reliability | None) -> str:
         "diagonal is perfectly calibrated.</p>"
         + table(["version", "trained on (groups)", "fitted at", "spearman", "mae"], recent)
         + f"<h3>Version {newest.version}</h3>"
-        + table(["calibration", "value", "meaning"], rows)
+        + table(["calibration", "value", "meaning"], rows, css="cal")
     )

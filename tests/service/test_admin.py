@@ -85,7 +85,7 @@ def test_step_chart_breaks_at_a_gap_and_keeps_an_outlier_from_squeezing_the_rest
         assert max(line_xs) <= xs[500] + 0.01
     ticks = [t for _, t in m.find("text", "xtick")]
     assert ticks[:2] == ["1", "20,003"] and "500" not in ticks  # too close to 20,003's label
-    assert len(ticks) >= 5  # and a few inside the long segment
+    assert {"200", "400"} <= set(ticks)  # and round ones inside the long segment
 
 
 def test_step_chart_draws_rolling_mean_reference_and_clips_one_huge_value() -> None:
