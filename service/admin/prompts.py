@@ -144,13 +144,23 @@ class Group:
 
 
 async def groups_of(session: AsyncSession, run_id: int, prompt_pk: int) -> list[Group]:
-    """Every group the prompt had in the run (index on (run_id, prompt_id))."""
+    """Every group the prompt had in the run, in step order.
+
+    Sorted here, not in SQL: an ORDER BY step leads SQLite to walk (run_id, step) over the
+    whole run instead of looking the prompt up on (run_id, prompt_id).
+    """
     rows = await session.execute(
-        select(Outcome.step, Outcome.n, Outcome.successes, Outcome.reward_mean, Outcome.batch_id)
-        .where(Outcome.run_id == run_id, Outcome.prompt_id == prompt_pk)
-        .order_by(Outcome.step, Outcome.seq)
+        select(
+            Outcome.seq,
+            Outcome.step,
+            Outcome.n,
+            Outcome.successes,
+            Outcome.reward_mean,
+            Outcome.batch_id,
+        ).where(Outcome.run_id == run_id, Outcome.prompt_id == prompt_pk)
     )
-    return [Group(*r) for r in rows.tuples()]
+    ordered = sorted(rows.tuples(), key=lambda r: (r[1], r[0]))
+    return [Group(*r[1:]) for r in ordered]
 
 
 @dataclass(frozen=True)
