@@ -310,3 +310,15 @@ async def test_admin_takes_the_key_as_basic_password_or_bearer(
     # the API itself still asks for a bearer token
     r = await keyed.get("/v1/runs/x", headers={"Authorization": f"Basic {good}"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_pages_of_a_run_without_groups(client: httpx.AsyncClient, uid: str) -> None:
+    s = await seed(client, uid, steps=())
+    page = (await client.get(f"/admin/runs/{s.run}", params={"refresh": 15})).text
+    assert "zero-variance groups by step: no data yet" in page
+    assert "observed pass rate, 0 prompts seen: no data yet" in page
+    assert '<span id="saved-uniform">-</span>' in page
+    assert '<meta http-equiv="refresh" content="15">' in page
+    prompt = await client.get(f"/admin/runs/{s.run}/prompts/p3")
+    assert prompt.status_code == 200 and "Groups (0)" in prompt.text
+    assert (await client.get(f"/admin/runs/{s.run}/prompts")).status_code == 200
