@@ -5,45 +5,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 from typing import Any
-from urllib.parse import quote
-
-import numpy as np
+from urllib.parse import quote, urlencode
 
 from service.admin import charts
-from service.admin.service import PoolView, RunRow, Savings
-from service.models import Dataset, PredictorVersion, Run
-from service.stats.schemas import RunSummary
+from service.admin.prompts import Profile
+from service.admin.service import RunRow
+from service.models import Dataset
 
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font:14px/1.45 system-ui,sans-serif;margin:1em auto;max-width:1240px;padding:0 1em;color:#222}
+nav{display:flex;gap:1.2em;align-items:center;border-bottom:1px solid #ddd;padding:.4em 0;
+margin-bottom:.8em}nav .right{margin-left:auto;color:#666;font-size:12px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .8em;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#fafafa}
-svg{background:#fcfcfc;border:1px solid #ddd;margin:.3em 0}rect{fill:#4a7bd0}
-polyline{stroke:#c0392b}text{font-size:11px;fill:#555}.empty{color:#888}.note{color:#666;max-width:70em}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even){background:#fafafa}table.savings td:last-child,table.cal td:last-child{
+text-align:left;max-width:50em}td.text{text-align:left;max-width:40em;color:#444}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(600px,1fr));gap:.5em 1.5em}
+figure.chart{margin:.3em 0}svg{background:#fcfcfc;border:1px solid #ddd;max-width:100%;height:auto}
+rect.bar{fill:#4a7bd0}text{font-size:11px;fill:#555}text.chart-title{font-size:13px;fill:#222}
+text.axis-label{font-size:11px;fill:#333}text.count{font-size:10px;fill:#333}
+line.grid{stroke:#eee}line.axis{stroke:#999}polyline{fill:none;stroke-width:1.2}
+polyline.rolling{stroke-width:2.4}line.ref{stroke:#888;stroke-dasharray:5 4;stroke-width:1.5}
+.s0{stroke:#4a7bd0;fill:#4a7bd0}.s1{stroke:#c0392b;fill:#c0392b}.s2{stroke:#27ae60;fill:#27ae60}
+.s3{stroke:#8e44ad;fill:#8e44ad}polyline.s0,polyline.s1,polyline.s2,polyline.s3{fill:none}
+circle.dot{opacity:.55}circle.clipped{fill:#e67e22;stroke:none}circle.cal{fill:#4a7bd0;opacity:.7}
+polyline.rolling.s0{stroke:#1a3f8a}line.key{stroke-width:3}line.key.rolling{stroke-width:5}
+.empty{color:#888}.note{color:#555;max-width:75em}.big{font-size:20px;font-weight:600}
+pre.text{white-space:pre-wrap;background:#f7f7f7;border:1px solid #e3e3e3;padding:.8em;
+max-width:75em}.bar-out{background:#eee;width:20em;height:.8em;display:inline-block}
+.bar-in{background:#4a7bd0;height:.8em}form{margin:.6em 0}input,select{font:inherit}
 """
 
-# what each calibration figure of a predictor version means
-CALIBRATION = {
-    "spearman": "rank correlation of the previous version's priors with outcomes it had not seen",
-    "mae": "mean absolute error of those priors against the observed rates",
-    "mean_predicted": "mean prior of those prompts",
-    "mean_observed": "their mean observed pass rate",
-    "unseen_prompts": "prompts those figures are over",
-    "scored_version": "the version those figures score",
-    "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
-    "served_drift_logit": "how far served prompts came out above their estimate (logit)",
-    "tracking_gain_own": "logit gain per unit of a prompt's own training (reward sd of a group)",
-    "tracking_gain_neighbours": "logit gain per unit of its nearest neighbours' training",
-    "tracking_gain_global": "logit gain per unit of the whole run's training",
-    "tracking_rows": "re-served groups the gains are fitted on",
-    "fitted_prompts": "prompts this version was fitted on",
-    "fit_seconds": "time the fit took",
-}
+FIG = "{:,.0f}"
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return "-" if value != value else f"{value:,.{digits}f}"
     if isinstance(value, int):
@@ -51,146 +51,187 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return escape(str(value))
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(head: Sequence[str], rows: Sequence[Sequence[str]], *, css: str = "") -> str:
+    """Cells are markup already escaped by the caller; headers are escaped here."""
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}><tr>{th}</tr>{body}</table>"
 
 
-def page(title: str, body: str) -> str:
+def link(href: str, text: str, **attrs: str) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{escape(v)}"' for k, v in attrs.items())
+    return f'<a href="{escape(href)}"{extra}>{escape(text)}</a>'
+
+
+def run_href(name: str) -> str:
+    return f"/admin/runs/{quote(name, safe='')}"
+
+
+def prompt_href(run: str, prompt_id: str) -> str:
+    return f"{run_href(run)}/prompts/{quote(prompt_id, safe='')}"
+
+
+def dataset_href(name: str) -> str:
+    return f"/admin/datasets/{quote(name, safe='')}"
+
+
+def page(title: str, body: str, *, refresh: int = 0, here: str = "") -> str:
+    """A page with the nav bar; `refresh` > 0 reloads it every that many seconds."""
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else ""
+    if here:
+        toggle = (
+            link(here, "auto-refresh: on (stop)")
+            if refresh
+            else link(f"{here}{'&' if '?' in here else '?'}refresh=30", "auto-refresh: off")
+        )
+    else:
+        toggle = ""
+    nav = (
+        f"<nav>{link('/admin/', 'depo-service')}{link('/admin/#runs', 'runs')}"
+        f'{link("/admin/#datasets", "datasets")}<span class="right">{toggle}</span></nav>'
+    )
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"{meta}<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{nav}{body}</body></html>"
     )
 
 
-def index(runs: Sequence[RunRow], datasets: Sequence[tuple[Dataset, int]]) -> str:
+def index(runs: Sequence[RunRow], datasets: Sequence[tuple[Dataset, int]], refresh: int) -> str:
     run_rows = [
         [
-            f'<a href="runs/{quote(r.name, safe="")}">{escape(r.name)}</a>',
-            escape(r.dataset),
+            link(run_href(r.name), r.name, data_run=r.name),
+            link(dataset_href(r.dataset), r.dataset),
             escape(r.strategy),
-            _fmt(r.group_size),
-            _fmt(r.groups),
-            _fmt(r.rollouts),
-            _pct(r.zero_variance_share),
-            _fmt(r.predictor_version),
+            fmt(r.group_size),
+            fmt(r.groups),
+            fmt(r.rollouts),
+            pct(r.zero_variance_share),
+            fmt(r.predictor_version),
             escape(r.created_at.isoformat(timespec="seconds")),
         ]
         for r in runs
     ]
     ds_rows = [
-        [escape(d.name), escape(d.embedder), _fmt(d.prompt_count), _fmt(embedded)]
+        [
+            link(dataset_href(d.name), d.name),
+            escape(d.embedder),
+            fmt(d.prompt_count),
+            fmt(embedded),
+        ]
         for d, embedded in datasets
     ]
+    head = ["run", "dataset", "strategy", "G", "groups", "rollouts", "zero-variance"]
     body = (
-        "<h1>depo-service</h1><h2>Runs</h2>"
-        + _table(
+        "<h1>depo-service</h1><h2 id=runs>Runs</h2>"
+        + table([*head, "predictor", "created"], run_rows)
+        + "<h2 id=datasets>Datasets</h2>"
+        + table(["dataset", "embedder", "prompts", "embedded"], ds_rows)
+    )
+    return page("depo-service admin", body, refresh=refresh, here="/admin/")
+
+
+def dataset_page(
+    ds: Dataset, embedded: int, runs: Sequence[RunRow], prof: Profile, profiled_run: str | None
+) -> str:
+    done = embedded / ds.prompt_count if ds.prompt_count else 0.0
+    if ds.embedder == "client":
+        progress = f"{fmt(embedded)} of {fmt(ds.prompt_count)} sent with an embedding"
+    else:
+        progress = f"{fmt(embedded)} of {fmt(ds.prompt_count)} embedded by {escape(ds.embedder)}"
+    run_rows = [
+        [
+            link(run_href(r.name), r.name),
+            escape(r.strategy),
+            fmt(r.groups),
+            pct(r.zero_variance_share),
+        ]
+        for r in runs
+    ]
+    compare = ""
+    if len(runs) >= 2:
+        href = "/admin/compare?" + urlencode([("run", r.name) for r in runs[:4]])
+        compare = f"<p>{link(href, 'compare these runs on one chart')}</p>"
+    body = (
+        f"<h1>Dataset {escape(ds.name)}</h1>"
+        f'<p><span class="big" id="size">{fmt(ds.prompt_count)}</span> prompts; {progress} '
+        f'<span class="bar-out" title="{pct(done)}"><span class="bar-in" style="width:'
+        f'{100 * done:.1f}%"></span></span> <span id="embedded">{pct(done)}</span></p>'
+        "<h2>Runs on it</h2>"
+        + (
+            table(["run", "strategy", "groups", "zero-variance"], run_rows)
+            if runs
+            else '<p class="empty">no run yet</p>'
+        )
+        + compare
+        + "<h2>Difficulty profile</h2>"
+        + _profile(ds, prof, profiled_run)
+    )
+    return page(f"dataset {ds.name}", body)
+
+
+def _profile(ds: Dataset, prof: Profile, run: str | None) -> str:
+    if prof.field is None:
+        return (
+            '<p class="empty">no metadata field with 2 to 30 values on these prompts; send '
+            '`metadata` (e.g. {"source": "gsm8k"}) with them to see difficulty by it</p>'
+        )
+    picks = " ".join(
+        link(f"{dataset_href(ds.name)}?field={quote(f)}", f)
+        if f != prof.field
+        else f"<b>{escape(f)}</b>"
+        for f in prof.fields
+    )
+    if run is None:
+        return f"<p>by <b>{escape(prof.field)}</b>: no run on this dataset to estimate with</p>"
+    rows = [[escape(v), fmt(n), fmt(est), fmt(obs)] for v, n, est, obs in prof.groups]
+    return (
+        f"<p>fields: {picks}</p><p class=note>Every {fmt(prof.sampled)}-prompt stride sample "
+        f"grouped by <b>{escape(prof.field)}</b>; estimates are run {link(run_href(run), run)}'s "
+        "(prior plus history); observed is its successes over rollouts so far.</p>"
+        + table([prof.field, "prompts", "mean estimated pass rate", "observed pass rate"], rows)
+    )
+
+
+def compare_page(
+    dataset: str,
+    names: Sequence[str],
+    zv: list[charts.Series],
+    per_inf: list[charts.Series],
+    rows: Sequence[Sequence[str]],
+) -> str:
+    body = (
+        f"<h1>Compare runs on {link(dataset_href(dataset), dataset)}</h1>"
+        + table(
             [
                 "run",
-                "dataset",
                 "strategy",
-                "G",
                 "groups",
                 "rollouts",
                 "zero-variance",
-                "predictor",
-                "created",
-            ],
-            run_rows,
-        )
-        + "<h2>Datasets</h2>"
-        + _table(["dataset", "embedder", "prompts", "embedded"], ds_rows)
-    )
-    return page("depo-service admin", body)
-
-
-def run_page(
-    run: Run,
-    summary: RunSummary,
-    view: PoolView,
-    saved: Savings,
-    version: PredictorVersion | None,
-) -> str:
-    head = _table(
-        ["groups", "rollouts", "zero-variance share", "prompts seen", "pool", "batches"],
-        [
-            [
-                _fmt(summary.groups),
-                _fmt(summary.rollouts),
-                _pct(summary.zero_variance_share),
-                _fmt(summary.prompts_seen),
-                _fmt(summary.pool),
-                _fmt(run.batch_seq),
-            ]
-        ],
-    )
-    uniform_zv = view.uniform_zero_variance
-    savings = _table(
-        ["", "this run", "uniform sampling (estimated)"],
-        [
-            [
                 "rollouts per informative group",
-                _fmt(saved.per_informative, 1),
-                _fmt(saved.uniform_per_informative, 1),
             ],
-            ["zero-variance share", _pct(summary.zero_variance_share), _pct(uniform_zv)],
-            ["rollouts saved so far", _fmt(saved.saved_rollouts, 0), ""],
-        ],
+            rows,
+        )
+        + charts.steps(
+            zv,
+            chart_id="compare-zero-variance",
+            title="zero-variance share by step (20-step mean)",
+            y_label="% of the step's groups",
+            fmt=charts.pct,
+            y_max=1.0,
+        )
+        + charts.steps(
+            per_inf,
+            chart_id="compare-per-informative",
+            title="rollouts per informative group by step (20-step mean)",
+            y_label="rollouts",
+        )
     )
-    hist = summary.pass_rate_histogram
-    observed = charts.bars(
-        [b.prompts for b in hist],
-        [f"{b.lo:.1f}-{b.hi:.1f}" for b in hist],
-        title=f"observed pass rate, {summary.prompts_seen:,} prompts seen",
-    )
-    counts, edges = np.histogram(view.pass_rates, bins=len(hist) or 10, range=(0.0, 1.0))
-    estimated = charts.bars(
-        [int(c) for c in counts],
-        [f"{edges[i]:.1f}-{edges[i + 1]:.1f}" for i in range(len(counts))],
-        title=f"estimated pass rate, {view.sampled:,} prompts of the pool",
-    )
-    steps = summary.zero_variance_by_step
-    zv_line = charts.line(
-        [s.step for s in steps],
-        [s.zero_variance_share for s in steps],
-        title="zero-variance share of each step's groups",
-    )
-    body = (
-        f'<p><a href="../">all runs</a></p><h1>Run {escape(run.name)}</h1>'
-        f"<p>strategy {escape(run.strategy)}, G = {run.group_size}, "
-        f"epoch {run.epoch}</p>{head}"
-        "<h2>Savings</h2>"
-        '<p class="note">Uniform figures apply the run\'s current estimates to a uniform pick '
-        "of its pool: P(a group of G is mixed), averaged. They are estimates (predicted, for "
-        "prompts never served), and of today's policy, not the one that made each rollout.</p>"
-        f"{savings}<h2>Difficulty</h2>{observed}{estimated}"
-        f"<h2>Zero-variance groups by step</h2>{zv_line}"
-        f"<h2>Predictor</h2>{_predictor(version)}"
-    )
-    return page(f"run {run.name}", body)
-
-
-def _predictor(version: PredictorVersion | None) -> str:
-    if version is None:
-        return '<p class="empty">not fitted yet: selection uses each prompt\'s history alone</p>'
-    meta = _table(
-        ["version", "trained on (groups)", "fitted at"],
-        [
-            [
-                _fmt(version.version),
-                _fmt(version.trained_on),
-                escape(version.fitted_at.isoformat(timespec="seconds")),
-            ]
-        ],
-    )
-    cal = version.calibration or {}
-    rows = [
-        [escape(key), _fmt(cal[key]), escape(CALIBRATION.get(key, ""))]
-        for key in [k for k in CALIBRATION if k in cal] + sorted(set(cal) - set(CALIBRATION))
-    ]
-    return meta + _table(["calibration", "value", "meaning"], rows)
+    return page("compare " + ", ".join(names), body)

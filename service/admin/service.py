@@ -7,16 +7,26 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import estimates
+from service.admin.predictor import ReliabilityCache
+from service.admin.runlog import RunLogCache
 from service.hotstats.store import HotStore
 from service.models import Dataset, PredictorVersion, Prompt, Run
 from service.policy import SelectionConfig
 from service.predictor.cache import PredictorCache
 
 POOL_SAMPLE = 20_000  # prompts estimated for the pool-wide figures; enough for two decimals
+
+
+class AdminCache:
+    """Per-process figures the pages keep between views (see runlog.py)."""
+
+    def __init__(self) -> None:
+        self.logs = RunLogCache()
+        self.reliability: ReliabilityCache = {}
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,8 @@ class RunRow:
     created_at: datetime
 
 
-async def list_runs(session: AsyncSession) -> list[RunRow]:
+async def list_runs(session: AsyncSession, dataset_id: int | None = None) -> list[RunRow]:
+    """Newest first; only those over `dataset_id` when given."""
     newest = (
         select(PredictorVersion.run_id, func.max(PredictorVersion.version).label("version"))
         .group_by(PredictorVersion.run_id)
@@ -42,6 +53,7 @@ async def list_runs(session: AsyncSession) -> list[RunRow]:
         select(Run, Dataset.name, newest.c.version)
         .join(Dataset, Dataset.id == Run.dataset_id)
         .outerjoin(newest, newest.c.run_id == Run.id)
+        .where(true() if dataset_id is None else Run.dataset_id == dataset_id)
         .order_by(Run.created_at.desc())
     )
     return [
@@ -79,6 +91,7 @@ async def list_datasets(session: AsyncSession) -> list[tuple[Dataset, int]]:
 class PoolView:
     """The run's current estimate over its pool (a seeded sample of it when large)."""
 
+    pool: int
     sampled: int
     pass_rates: npt.NDArray[np.float64]
     mixed: npt.NDArray[np.float64]  # P(a group of G is mixed) per sampled prompt
@@ -101,24 +114,45 @@ async def pool_view(
     if pool > POOL_SAMPLE:
         idx = np.sort(np.random.default_rng(run.id).choice(pool, POOL_SAMPLE, replace=False))
     est = await (await estimates.for_run(session, hot, cache, run, policy)).at(idx)
-    return PoolView(len(idx), est.mean, est.p_mixed(run.group_size))
+    return PoolView(pool, len(idx), est.mean, est.p_mixed(run.group_size))
 
 
 @dataclass(frozen=True)
 class Savings:
-    """Rollouts spent per informative group here, against uniform sampling of the same pool."""
+    """This run's rollouts against two baselines, both priced by today's estimates of the pool.
 
+    `vs_uniform`: zero-variance rollouts a uniform pick would have spent at this run's spend,
+    less this run's own. `vs_dapo`: rollouts DAPO-style filtering (sample uniformly, drop
+    zero-variance groups) would generate for this run's informative groups, less this run's.
+    """
+
+    groups: int
     informative_groups: int
     rollouts: int
+    zero_variance_rollouts: int
     per_informative: float | None
+    uniform_zero_variance: float | None
     uniform_per_informative: float | None
-    saved_rollouts: float | None
+    vs_uniform: float | None
+    vs_dapo: float | None
 
 
-def savings(run: Run, view: PoolView) -> Savings:
+def savings(run: Run, view: PoolView, zero_variance_rollouts: int) -> Savings:
     informative = run.groups - run.zero_variance_groups
     per = run.rollouts / informative if informative else None
     zv_u = view.uniform_zero_variance
-    uniform = run.group_size / (1.0 - zv_u) if 0.0 <= zv_u < 1.0 else None
-    saved = informative * uniform - run.rollouts if uniform is not None and informative else None
-    return Savings(informative, run.rollouts, per, uniform, saved)
+    known = 0.0 <= zv_u <= 1.0
+    uniform = run.group_size / (1.0 - zv_u) if known and zv_u < 1.0 else None
+    return Savings(
+        groups=run.groups,
+        informative_groups=informative,
+        rollouts=run.rollouts,
+        zero_variance_rollouts=zero_variance_rollouts,
+        per_informative=per,
+        uniform_zero_variance=zv_u if known else None,
+        uniform_per_informative=uniform,
+        vs_uniform=zv_u * run.rollouts - zero_variance_rollouts if known and run.groups else None,
+        vs_dapo=informative * uniform - run.rollouts
+        if uniform is not None and run.groups
+        else None,
+    )
