@@ -59,7 +59,9 @@ class StepFigures:
         self._calls = 0
         self._run_figures: dict[str, float] = {}
 
-    def __call__(self, served_step: int | None, groups: Sequence[Sequence[float]]) -> dict[str, float]:
+    def __call__(
+        self, served_step: int | None, groups: Sequence[Sequence[float]]
+    ) -> dict[str, float]:
         """The figures for a training step that trained `groups`, served at `served_step`."""
         out: dict[str, float] = {}
         if served_step is not None:

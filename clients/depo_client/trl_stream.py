@@ -6,7 +6,7 @@
     curriculum = Curriculum(DepoClient(), "my-run", zip(ids, texts))
     B = args.generation_batch_size // args.num_generations   # unique prompts per generation batch
     trainer = GRPOTrainer(
-        model=..., args=args,                                  # args.max_steps is required
+        model=..., args=args,          # args.max_steps is required, args.shuffle_dataset=False
         train_dataset=served_dataset(curriculum, B),
         reward_funcs=DepoReward(curriculum, my_reward),        # weights=[...] for several
     )
@@ -31,12 +31,13 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from depo_client._figures import StepFigures
 from depo_client._fallback import Curriculum
+from depo_client._figures import StepFigures
 
 log = logging.getLogger("depo_client")
 
@@ -62,11 +63,50 @@ def served_dataset(
     unless `steps` is given (TRL stops at `max_steps`).
     """
     datasets: Any = importlib.import_module("datasets")
+    stream = _ServedStream(
+        curriculum, batch_size, rows, start_step, steps, id_column, prompt_column
+    )
+    return datasets.IterableDataset.from_generator(stream)
 
-    def generate() -> Iterator[dict[str, Any]]:
-        step = start_step
-        while steps is None or step < start_step + steps:
-            for prompt in curriculum.batch(step, batch_size):
+
+class _ServedStream:
+    """The generator of `served_dataset`; pickles (for `datasets`' fingerprint) without a client."""
+
+    def __init__(
+        self,
+        curriculum: Curriculum,
+        batch_size: int,
+        rows: Mapping[str, Mapping[str, Any]] | None,
+        start_step: int,
+        steps: int | None,
+        id_column: str,
+        prompt_column: str,
+    ) -> None:
+        self.curriculum: Curriculum | None = curriculum
+        self.batch_size, self.rows = batch_size, rows
+        self.start_step, self.steps = start_step, steps
+        self.id_column, self.prompt_column = id_column, prompt_column
+        self.token = uuid.uuid4().hex
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("curriculum", "rows")}
+        state["run"] = self.curriculum.run if self.curriculum is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.curriculum, self.rows = None, None
+
+    def __call__(self) -> Iterator[dict[str, Any]]:
+        curriculum = self.curriculum
+        if curriculum is None:
+            raise RuntimeError(
+                "served_dataset streams through its process's Curriculum and cannot be copied to "
+                "another process: keep dataloader_num_workers=0 (TRL's default for iterable sets)"
+            )
+        rows, step = self.rows, self.start_step
+        while self.steps is None or step < self.start_step + self.steps:
+            for prompt in curriculum.batch(step, self.batch_size):
                 if rows is not None:
                     if prompt.id not in rows:
                         raise KeyError(
@@ -75,13 +115,11 @@ def served_dataset(
                         )
                     row = dict(rows[prompt.id])
                 else:
-                    row = {prompt_column: prompt.text}
-                row[id_column] = prompt.id
+                    row = {self.prompt_column: prompt.text}
+                row[self.id_column] = prompt.id
                 row[DEPO_STEP] = step
                 yield row
             step += 1
-
-    return datasets.IterableDataset.from_generator(generate)
 
 
 RewardFunc = Callable[..., Sequence[float | None]]
@@ -122,6 +160,13 @@ class DepoReward:
                     scored[i] = True
         rewards = [t if s else math.nan for t, s in zip(totals, scored, strict=True)]
         if DEPO_STEP in kwargs:
+            mixed = sorted(set(kwargs[DEPO_STEP]))
+            if len(mixed) > 1:
+                raise ValueError(
+                    f"one generation batch holds rows of served steps {mixed}: "
+                    "set GRPOConfig(shuffle_dataset=False) (a shuffle buffer reorders the stream) "
+                    "and served_dataset's batch_size to generation_batch_size // num_generations"
+                )
             rows = list(zip(kwargs[DEPO_STEP], kwargs[self.id_column], rewards, strict=True))
             self._report(rows, kwargs.get("log_metric"))
         return rewards

@@ -9,7 +9,7 @@ verl 0.8 removed `data.sampler`; 0.9's V1 trainer reads prompts from a `Stateful
     +data.depo.url=http://depo:8000    # or DEPO_URL; the key comes from DEPO_API_KEY
     data.dataloader_num_workers=0
     trainer.v1.sampler.custom_sampler.path=pkg://depo_client.verl_v1
-    trainer.v1.sampler.custom_sampler.name=DepoReplayBuffer   # DepoReplayBufferAsync for async modes
+    trainer.v1.sampler.custom_sampler.name=DepoReplayBuffer  # or DepoReplayBufferAsync (async)
 
 **`DepoDataset`** is verl's `RLHFDataset` whose rows come out in the order the service serves:
 the k-th row the dataloader reads is slot `k % B` of step `k // B` (`B = data.gen_batch_size or
@@ -39,8 +39,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from depo_client._client import DepoClient
-from depo_client._figures import StepFigures
 from depo_client._fallback import Curriculum
+from depo_client._figures import StepFigures
 from depo_client._models import ServedPrompt
 from depo_client.verl import _cfg_get, prompt_ids
 
@@ -202,7 +202,9 @@ class _Reporter:
         assert curriculum is not None
         if self._figures is None:
             self._figures = StepFigures(curriculum)
-        keys = [k for k, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding")]
+        keys = [
+            k for k, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding")
+        ]
         if not keys:
             return {}
         fields = ["uid", "rm_scores", "response_mask", "index", DEPO_STEP]
@@ -210,19 +212,22 @@ class _Reporter:
             data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
         except Exception as exc:  # tq raises its own errors for a missing field
             raise RuntimeError(
-                "DepoReplayBuffer reads rm_scores, index and depo_step of the sampled trajectories: "
-                "use DepoDataset and a reward computed at rollout time (rule-based, or "
-                "reward.reward_model.enable_resource_pool=True)"
+                "DepoReplayBuffer reads rm_scores, index and depo_step of the sampled "
+                "trajectories: use DepoDataset and a reward computed at rollout time "
+                "(rule-based, or reward.reward_model.enable_resource_pool=True)"
             ) from exc
         rewards = [float(v.sum()) for v in data["rm_scores"]]
         lengths = [int(v.sum()) for v in data["response_mask"]]
         uids, pids, steps = _field(data, "uid"), _field(data, "index"), _field(data, DEPO_STEP)
-        last: dict[tuple[str, str], int] = {}  # (uid, session) -> row of its last output
+        # keys are {uid}_{session}_{output}: one response per session, its last output (multi-turn)
+        last: dict[tuple[str, int], tuple[int, int]] = {}  # (uid, session) -> (output, row)
         for row, key in enumerate(keys):
-            uid, session, _ = key.rsplit("_", 2)
-            last[(uid, session)] = row  # keys of a session come in output order
+            uid, session, output = key.rsplit("_", 2)
+            prev = last.get((uid, int(session)))
+            if prev is None or int(output) > prev[0]:
+                last[(uid, int(session))] = (int(output), row)
         groups: dict[str, list[int]] = {}
-        for (uid, _), row in sorted(last.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        for _, (_, row) in sorted(last.items()):
             groups.setdefault(str(uids[row]), []).append(row)
         by_step: dict[int, list[dict[str, Any]]] = {}
         for uid, rows in groups.items():

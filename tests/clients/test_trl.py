@@ -113,7 +113,9 @@ def test_public_route_streams_served_batches_and_logs_the_figures(tmp_path: Path
     rolled: list[list[str]] = []
     steps_seen: list[list[int]] = []
 
-    def reward(completions: list[str], id: list[str], depo_step: list[int], **_: Any) -> list[float]:
+    def reward(
+        completions: list[str], id: list[str], depo_step: list[int], **_: Any
+    ) -> list[float]:
         rolled.append(list(id))
         steps_seen.append(list(depo_step))
         return [float(len(c.split()) % 2) for c in completions]
@@ -139,7 +141,9 @@ def test_public_route_streams_served_batches_and_logs_the_figures(tmp_path: Path
 
             served = {s: depo.next_batch(run, s, B) for s in range(STEPS)}
             # the generation batch of step s is the served batch, in its order, G in a row
-            assert rolled == [[pid for pid in served[s].ids for _ in range(G)] for s in range(STEPS)]
+            assert rolled == [
+                [pid for pid in served[s].ids for _ in range(G)] for s in range(STEPS)
+            ]
             assert steps_seen == [[s] * (B * G) for s in range(STEPS)]
             info = depo.get_run(run)
             assert (info.outcomes, info.rollouts) == (STEPS * B, STEPS * B * G)
@@ -171,10 +175,14 @@ def test_mixin_logs_the_figures_too(tmp_path: Path) -> None:
     try:
         with DepoClient(server.url) as depo:
             depo.create_dataset(f"ds-{name}")
-            depo.upload_prompts(f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False)
+            depo.upload_prompts(
+                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
+            )
             depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
             curriculum = Curriculum(
-                depo, f"run-{name}", [(r["id"], r["prompt"]) for r in rows],
+                depo,
+                f"run-{name}",
+                [(r["id"], r["prompt"]) for r in rows],
                 spool_path=tmp_path / "spool.jsonl",
             )
             trainer = tiny_trainer(
