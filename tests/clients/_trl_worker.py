@@ -19,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # torchrun puts tests/clients/ first
 
+import torch
 from depo_client import Curriculum, DepoClient, RetryPolicy
 from depo_client.trl_stream import DepoReward, served_dataset
 
@@ -82,6 +83,8 @@ def main() -> None:
         }
         (out / f"rank{rank}.json").write_text(json.dumps(result))
         curriculum.close()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
