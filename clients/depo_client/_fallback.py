@@ -24,7 +24,7 @@ from typing import Any, Self
 from depo_client._base import GroupsLike, PromptLike, prompt_json, results_json
 from depo_client._client import DepoClient
 from depo_client._exceptions import UNREACHABLE, APIError, DepoError
-from depo_client._models import OutcomeAck, ServedPrompt
+from depo_client._models import BatchStats, OutcomeAck, ServedPrompt
 from depo_client._retry import RetryPolicy
 from depo_client._spool import Spool, SpoolEntry
 
@@ -90,6 +90,7 @@ class Curriculum:
         self._degraded_since: float | None = None
         self._last_probe = 0.0
         self._served: OrderedDict[int, str | None] = OrderedDict()
+        self._stats: OrderedDict[int, BatchStats] = OrderedDict()
         self._lock = threading.RLock()
         self.fallback_batches = 0
         self.spooled_reports = 0
@@ -115,7 +116,7 @@ class Curriculum:
                     self._degrade(exc, f"step {step}: batch drawn locally")
                 else:
                     self._recovered()
-                    self._remember(step, served.batch_id)
+                    self._remember(step, served.batch_id, served.stats)
                     return list(served.prompts)
             self.fallback_batches += 1
             self._remember(step, None)
@@ -163,6 +164,15 @@ class Curriculum:
     def batch_id(self, step: int) -> str | None:
         """The service's batch id for a recent step; None when it was drawn locally."""
         return self._served.get(step)
+
+    def batch_stats(self, step: int) -> BatchStats | None:
+        """The service's stats of a recent step's batch; None when it was drawn locally."""
+        return self._stats.get(step)
+
+    @property
+    def client(self) -> DepoClient:
+        """The client this curriculum talks through (the adapters read run figures with it)."""
+        return self._client
 
     @property
     def pending(self) -> int:
@@ -251,8 +261,13 @@ class Curriculum:
             )
             self._degraded_since = None
 
-    def _remember(self, step: int, batch_id: str | None) -> None:
+    def _remember(self, step: int, batch_id: str | None, stats: BatchStats | None = None) -> None:
         self._served[step] = batch_id
         self._served.move_to_end(step)
         while len(self._served) > _SERVED_MEMORY:
             self._served.popitem(last=False)
+        self._stats.pop(step, None)
+        if stats is not None:
+            self._stats[step] = stats
+            while len(self._stats) > _SERVED_MEMORY:
+                self._stats.popitem(last=False)

@@ -19,7 +19,12 @@ Two hooks change, nothing else:
   service answers every rank with the same stored batch, so groups line up across processes;
   while the service is down, every rank draws the same seeded local batch.
 * `_calculate_rewards` calls TRL's, then the main process reports each group's G weighted rewards
-  (what TRL's advantage sees) for the step the group was served in.
+  (what TRL's advantage sees) for the step the group was served in, and logs the service's
+  figures (`depo/...`, see `depo_client._figures`) into the trainer's log history.
+
+These are private TRL methods: `depo_client.trl_stream` does the same through public surfaces only
+(a streaming dataset and a reward function) and is the route to prefer; the mixin stays for
+map-style datasets and for reporting the exact weighted rewards of several reward functions.
 
 Requires `pip install 'depo-client[trl]'`. The dataset needs an id column (`id_column`) holding the
 ids uploaded to the service.
@@ -38,6 +43,7 @@ import torch
 from torch.utils.data import Sampler
 
 from depo_client._fallback import Curriculum
+from depo_client._figures import StepFigures
 
 # Imported by name so this module type-checks without trl's and accelerate's sources at hand.
 GRPOTrainer: Any = importlib.import_module("trl").GRPOTrainer
@@ -116,6 +122,7 @@ class DepoGRPOMixin:
     curriculum: Curriculum
     depo_id_column: str = "id"
     depo_sampler: DepoSampler | None = None
+    depo_figures: StepFigures | None = None
     _depo_reported: set[int]
 
     def _get_train_sampler(self, dataset: Any = None) -> Sampler[int]:
@@ -163,7 +170,14 @@ class DepoGRPOMixin:
         if sampler is not None:  # forget this and older steps: each generation batch reports once
             for s in [s for s in sampler.served if s <= step]:
                 del sampler.served[s]
-        self.curriculum.report(step, {k: v for k, v in groups.items() if v})
+        kept = {k: v for k, v in groups.items() if v}
+        self.curriculum.report(step, kept)
+        log_metric = getattr(self, "_log_metric", None)  # TRL's sink for reward-side metrics
+        if log_metric is not None:
+            if self.depo_figures is None:
+                self.depo_figures = StepFigures(self.curriculum)
+            for name, value in self.depo_figures(step, list(kept.values())).items():
+                log_metric(name, value)
 
 
 class DepoGRPOTrainer(DepoGRPOMixin, GRPOTrainer):  # type: ignore[misc]

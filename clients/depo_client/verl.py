@@ -21,8 +21,9 @@ each group's mean token log-prob and response lengths when the batch carries the
 `predict(prompts) -> list[float]` and `update(prompts, mean_k, avg_log_probs)`, so a trainer
 built on it can call the service instead of a GPU scorer worker.
 
-verl >= 0.8 removed the sampler hook (`data.sampler`); its V1 trainer has no equivalent yet, so
-only the scorer shim applies there.
+verl >= 0.8 removed the sampler hook (`data.sampler`): on verl 0.9 use `depo_client.verl_v1`
+(`DepoDataset` + `DepoReplayBuffer`), which reaches the same result through the V1 trainer's
+`data.custom_cls` and `trainer.v1.sampler.custom_sampler`.
 
 Requires `pip install 'depo-client[verl]'`.
 """
@@ -61,7 +62,8 @@ except ImportError:  # no verl (or verl >= 0.8): the scorer still works, the sam
             raise ImportError(
                 "DepoCurriculumSampler needs verl <= 0.7.1 "
                 "(verl.experimental.dataset.sampler.AbstractCurriculumSampler); "
-                "verl >= 0.8 removed the data.sampler hook"
+                "verl >= 0.8 removed the data.sampler hook: on verl 0.9 use "
+                "depo_client.verl_v1 (DepoDataset + DepoReplayBuffer)"
             )
 
 

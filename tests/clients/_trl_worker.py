@@ -1,6 +1,9 @@
 """One rank of `tests/clients/test_trl_multiproc.py`: a real `DepoGRPOTrainer` under torchrun on CPU.
 
-    torchrun --nproc_per_node 2 tests/_trl_worker.py URL RUN ROWS_JSON OUT_DIR STEPS PER_DEVICE G
+    torchrun --nproc_per_node 2 tests/_trl_worker.py URL RUN ROWS_JSON OUT_DIR STEPS PER_DEVICE G [MODE]
+
+MODE `mixin` (default) trains a `DepoGRPOTrainer`; `stream` a plain `GRPOTrainer` on
+`served_dataset` with `DepoReward` (the public route).
 
 Each rank writes `OUT_DIR/rank<RANK>.json`: the prompt ids its reward function saw, one list per
 call (one call per generation batch), plus what its sampler asked the service for.
@@ -16,14 +19,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # torchrun puts tests/clients/ first
 
+import torch
 from depo_client import Curriculum, DepoClient, RetryPolicy
+from depo_client.trl_stream import DepoReward, served_dataset
 
-from tests.fixtures.trl import tiny_trainer
+from tests.fixtures.trl import tiny_stream_trainer, tiny_trainer
 
 
 def main() -> None:
     url, run, rows_path, out_dir = sys.argv[1:5]
     steps, per_device, g = (int(x) for x in sys.argv[5:8])
+    mode = sys.argv[8] if len(sys.argv) > 8 else "mixin"
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     rows = json.loads(Path(rows_path).read_text())
@@ -41,11 +47,27 @@ def main() -> None:
             [(r["id"], r["prompt"]) for r in rows],
             spool_path=out / f"spool.rank{rank}.jsonl",
         )
-        trainer = tiny_trainer(
-            out / "trainer", rows, reward, curriculum, steps=steps, per_device=per_device, group=g
-        )
+        if mode == "stream":
+            trainer = tiny_stream_trainer(
+                out / "trainer",
+                served_dataset(curriculum, world * per_device // g),
+                DepoReward(curriculum, reward),
+                steps=steps,
+                per_device=per_device,
+                group=g,
+            )
+        else:
+            trainer = tiny_trainer(
+                out / "trainer",
+                rows,
+                reward,
+                curriculum,
+                steps=steps,
+                per_device=per_device,
+                group=g,
+            )
         trainer.train()
-        sampler = trainer.depo_sampler
+        sampler = getattr(trainer, "depo_sampler", None)
         result = {
             "rank": rank,
             "world_size": world,
@@ -57,9 +79,12 @@ def main() -> None:
             "fallback_batches": curriculum.fallback_batches,
             "pending": curriculum.pending,
             "reported_on_this_rank": trainer.accelerator.is_main_process,
+            "figures": [e for e in trainer.state.log_history if "depo/groups_reported" in e],
         }
         (out / f"rank{rank}.json").write_text(json.dumps(result))
         curriculum.close()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

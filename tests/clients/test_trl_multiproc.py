@@ -44,8 +44,9 @@ def torchrun() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run"]
 
 
+@pytest.mark.parametrize("mode", ["mixin", "stream"])
 def test_two_ranks_roll_out_the_served_batches_and_report_each_group_once(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     name = uuid.uuid4().hex[:10]
     rows = [
@@ -79,7 +80,7 @@ def test_two_ranks_roll_out_the_served_batches_and_report_each_group_once(
                 *("--master_port", str(free_port())),
                 str(REPO_ROOT / "tests" / "clients" / "_trl_worker.py"),
                 *(server.url, f"run-{name}", str(rows_path), str(out)),
-                *(str(STEPS), str(PER_DEVICE), str(G)),
+                *(str(STEPS), str(PER_DEVICE), str(G), mode),
             ]
             proc = subprocess.run(
                 cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
@@ -109,6 +110,11 @@ def test_two_ranks_roll_out_the_served_batches_and_report_each_group_once(
 
             run = depo.get_run(f"run-{name}")
             assert (run.outcomes, run.rollouts) == (STEPS * B, STEPS * B * G)
+            # the main process's figures reach the log history of every rank (TRL gathers them)
+            for r in ranks:
+                assert [(e["step"], e["depo/groups_reported"]) for e in r["figures"]] == [
+                    (s + 1, B) for s in range(STEPS)
+                ]
             for step, batch_ in served.items():
                 for pid in batch_.ids:
                     stats = depo.prompt_stats(f"run-{name}", pid)
