@@ -265,21 +265,27 @@ except ImportError:  # pragma: no cover - exercised only without verl >= 0.9
     _ReplayBufferAsync = _ReplayBuffer
 
 
-class DepoReplayBuffer(_ReplayBuffer):  # type: ignore[misc]
+class _Reporting:
+    """Reports what verl's replay buffer hands to training, then returns it unchanged."""
+
+    depo: _Reporter
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:  # type: ignore[type-arg]
+        batch, metrics = super().sample(global_steps, partition_id, batch_size)  # type: ignore[misc]
+        if partition_id == "train":
+            metrics.update(self.depo.report(batch))
+        return batch, metrics
+
+
+class DepoReplayBuffer(_Reporting, _ReplayBuffer):  # type: ignore[misc]
     """verl's sync `ReplayBuffer` that reports what it hands to training (`trainer_mode=sync`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.depo = _Reporter()
 
-    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:  # type: ignore[type-arg]
-        batch, metrics = super().sample(global_steps, partition_id, batch_size)
-        if partition_id == "train":
-            metrics.update(self.depo.report(batch))
-        return batch, metrics
 
-
-class DepoReplayBufferAsync(_ReplayBufferAsync):  # type: ignore[misc]
+class DepoReplayBufferAsync(_Reporting, _ReplayBufferAsync):  # type: ignore[misc]
     """verl's `ReplayBufferAsync` that reports what it hands to training (async trainer modes).
 
     Groups verl evicts as stale (`max_off_policy_strategy=drop`) never reach `sample` and are not
@@ -289,9 +295,3 @@ class DepoReplayBufferAsync(_ReplayBufferAsync):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.depo = _Reporter()
-
-    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:  # type: ignore[type-arg]
-        batch, metrics = super().sample(global_steps, partition_id, batch_size)
-        if partition_id == "train":
-            metrics.update(self.depo.report(batch))
-        return batch, metrics

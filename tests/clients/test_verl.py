@@ -28,15 +28,14 @@ import verl
 from depo_client import DepoClient, RetryPolicy
 from depo_client.verl import DepoCurriculumSampler, DepoScorer, MissingPromptIds
 from omegaconf import OmegaConf
-from tokenizers import Tokenizer, models, pre_tokenizers
 from torchdata.stateful_dataloader import StatefulDataLoader
-from transformers import PreTrainedTokenizerFast
 from verl import DataProto
 from verl.experimental.dataset.sampler import AbstractCurriculumSampler
 from verl.trainer.main_ppo import create_rl_dataset, create_rl_sampler
 from verl.utils.dataset.rl_dataset import collate_fn
 
 from tests.fixtures.live import LiveServer, free_port
+from tests.fixtures.tokenizer import tiny_tokenizer
 
 pytestmark = pytest.mark.slow  # a real server process or trainer: `make test-fast` skips it
 
@@ -45,16 +44,6 @@ B = 3  # data.train_batch_size: unique prompts per step
 STEPS = 3
 RESPONSE_LEN = 5
 ROWS = [(f"add-{a}-{b}", f"what is {a} plus {b} ?") for a in range(5) for b in range(4)]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    words = ["what", "is", "plus", "?", *[str(i) for i in range(20)]]
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", *words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
 
 
 def write_parquet(path: Path, extra: list[dict[str, Any]]) -> Path:

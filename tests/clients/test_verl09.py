@@ -35,14 +35,13 @@ from depo_client import DepoClient
 from depo_client.verl_v1 import DEPO_STEP, DepoDataset, DepoReplayBuffer
 from omegaconf import OmegaConf
 from tensordict import NonTensorData, NonTensorStack
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.trainer.ppo.v1.utils import MetricsAggregator
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 from verl.utils.tracking import Tracking
 
 from tests.fixtures.live import LiveServer
+from tests.fixtures.tokenizer import tiny_tokenizer
 
 pytestmark = pytest.mark.slow  # a real server process, Ray and TransferQueue
 
@@ -50,16 +49,6 @@ N = 4  # actor_rollout_ref.rollout.n == the run's group_size
 B = 3  # data.train_batch_size
 STEPS = 4
 ROWS = [(f"add-{a}-{b}", f"what is {a} plus {b} ?") for a in range(5) for b in range(4)]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    words = ["what", "is", "plus", "?", *[str(i) for i in range(20)]]
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", *words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
 
 
 def write_parquet(path: Path, rows: list[tuple[str, str]]) -> str:
