@@ -49,6 +49,13 @@ class Settings(BaseSettings):
             "<key>' and the admin pages take a key as the Basic auth password; unset: no auth"
         ),
     )
+    metrics_public: bool = Field(
+        False,
+        description=(
+            "serve GET /metrics without a key; by default it needs the API key like /v1 (when "
+            "DEPO_API_KEYS is set): Prometheus sends it as authorization credentials"
+        ),
+    )
     lease_seconds: float = Field(
         600.0,
         description=(

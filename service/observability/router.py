@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.deps import StateDep
+from service.deps import StateDep, require_api_key
 
 router = APIRouter(tags=["health"])
 
@@ -36,5 +36,8 @@ async def readyz(state: StateDep, response: Response) -> dict[str, object]:
 
 
 @router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
+async def metrics(request: Request, state: StateDep) -> Response:
+    """Behind the API key when keys are set, unless DEPO_METRICS_PUBLIC opens it."""
+    if not state.settings.metrics_public:
+        await require_api_key(request, state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,8 +15,8 @@ class RunCreate(BaseModel):
 
     name: Name
     dataset: Name
-    group_size: int = Field(ge=1, le=1024)
-    success_threshold: float = Field(0.5, allow_inf_nan=False)
+    group_size: int = Field(ge=1, le=1024, strict=True)
+    success_threshold: float = Field(0.5, allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)
     strategy: StrategyField = "informative"
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     init_from: Name | None = Field(

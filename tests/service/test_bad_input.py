@@ -468,3 +468,89 @@ async def test_lone_surrogates_in_outcomes_batches_and_predict_are_422(
             headers={"content-type": "application/json"},
         )
         assert r.status_code == 422, (endpoint, r.text)
+
+
+NUL_BODIES: list[tuple[str, str, str]] = [
+    ("prompts", '{"prompts": [{"id": "a\\u0000b", "text": "x"}]}', "prompts.0.id"),
+    ("prompts", '{"prompts": [{"id": "a", "text": "x\\u0000"}]}', "prompts.0.text"),
+    (
+        "prompts",
+        '{"prompts": [{"id": "a", "text": "x", "metadata": {"k\\u0000": 1}}]}',
+        "prompts.0.metadata",
+    ),
+    (
+        "prompts",
+        '{"prompts": [{"id": "a", "text": "x", "metadata": {"k": ["\\u0000"]}}]}',
+        "prompts.0.metadata",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "results": [{"prompt_id": "p\\u0000", "rewards": [1]}]}',
+        "results.0.prompt_id",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "batch_id": "\\u0000", "results": [{"prompt_id": "p1", "rewards": [1]}]}',
+        "batch_id",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "partition": "a\\u0000", "results": [{"prompt_id": "p1", "rewards": [1]}]}',
+        "partition",
+    ),
+    ("batches", '{"step": 1, "size": 2, "partition": "\\u0000"}', "partition"),
+    ("predict", '{"prompt_ids": ["p1", "\\u0000"]}', "prompt_ids.1"),
+    ("predict", '{"texts": ["a\\u0000b"]}', "texts.0"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "field"), NUL_BODIES, ids=[c[2] for c in NUL_BODIES])
+async def test_nul_in_any_string_field_is_422_naming_it(
+    client: httpx.AsyncClient, uid: str, endpoint: str, body: str, field: str
+) -> None:
+    """PostgreSQL cannot store U+0000 (SQLite can): both backends refuse it before any query."""
+    ds, run, _ = await _setup(client, uid)
+    path = f"/v1/datasets/{ds}/prompts" if endpoint == "prompts" else f"/v1/runs/{run}/{endpoint}"
+    r = await client.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and "NUL" in r.json()["detail"], r.json()
+    assert (await client.get(f"/v1/datasets/{ds}")).json()["prompt_count"] == 20
+    run_now = (await client.get(f"/v1/runs/{run}")).json()
+    assert (run_now["outcomes"], run_now["batches_served"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "field"),
+    [
+        ("GET", "/v1/datasets/{bad}", "dataset"),
+        ("GET", "/v1/datasets/{ds}/prompts/{bad}", "prompt_id"),
+        ("POST", "/v1/datasets/{bad}/prompts", "dataset"),
+        ("GET", "/v1/runs/{bad}", "run"),
+        ("GET", "/v1/runs/{run}/prompts/{bad}", "prompt_id"),
+        ("GET", "/v1/runs/{bad}/summary", "run"),
+        ("GET", "/v1/runs/{bad}/predictor", "run"),
+        ("POST", "/v1/runs/{bad}/batches", "run"),
+        ("POST", "/v1/runs/{bad}/outcomes", "run"),
+        ("POST", "/v1/runs/{bad}/predict", "run"),
+        ("GET", "/admin/runs/{bad}", "run"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["a%00b", "%00", "x%ED%A0%80"])
+async def test_nul_in_any_path_name_or_id_is_422(
+    client: httpx.AsyncClient, uid: str, method: str, template: str, field: str, bad: str
+) -> None:
+    ds, run, _ = await _setup(client, uid)
+    bodies = {
+        "prompts": {"prompts": [{"id": "z", "text": "z"}]},
+        "batches": {"step": 5, "size": 2},
+        "outcomes": {"step": 5, "results": [{"prompt_id": "p1", "rewards": [1.0]}]},
+        "predict": {"prompt_ids": ["p1"]},
+    }
+    body = bodies.get(template.rsplit("/", 1)[-1]) if method == "POST" else None
+    r = await client.request(method, template.format(bad=bad, ds=ds, run=run), json=body)
+    if bad.startswith("x%ED"):  # not UTF-8: decoded with a replacement character, a plain 404
+        assert r.status_code == 404, r.text
+        return
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and "NUL" in r.json()["detail"]
+    assert (await client.get(f"/v1/datasets/{ds}")).json()["prompt_count"] == 20
