@@ -14,6 +14,9 @@ EmbedderName = Literal["ngrams", "hashing", "minilm", "hybrid", "ngrams-minilm",
 DEFAULT_EMBEDDER: EmbedderName = "ngrams"
 MAX_METADATA_DEPTH = 32
 
+VectorValue = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6, strict=True)]
+"""Bounded so that the squared norm stays finite in float32."""
+
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,10 +41,7 @@ class PromptIn(BaseModel):
     id: ClientId
     text: Text = Field(min_length=1, max_length=200_000)
     metadata: dict[str, Any] | None = None
-    # bounded so that the squared norm stays finite in float32
-    embedding: (
-        list[Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6, strict=True)]] | None
-    ) = Field(
+    embedding: list[VectorValue] | None = Field(
         None, min_length=1, max_length=8192, description="only for datasets with embedder=client"
     )
 

@@ -554,3 +554,64 @@ async def test_nul_in_any_path_name_or_id_is_422(
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field and "NUL" in r.json()["detail"]
     assert (await client.get(f"/v1/datasets/{ds}")).json()["prompt_count"] == 20
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"group_size": "8"}, "group_size"),
+        ({"group_size": True}, "group_size"),
+        ({"group_size": 8.0}, "group_size"),
+        ({"success_threshold": "0.5"}, "success_threshold"),
+        ({"selection": {"refit_every": 2**70}}, "selection"),
+        ({"selection": {"fit_min_outcomes": 2**64}}, "selection"),
+        ({"selection": {"warmup_outcomes": 2**64}}, "selection"),
+        ({"selection": {"warmup_outcomes": 2**31}}, "selection"),
+    ],
+    ids=["gs-str", "gs-bool", "gs-float", "thr-str", "refit", "fit-min", "warmup", "warmup-2^31"],
+)
+async def test_loose_or_huge_run_numbers_are_422(
+    client: httpx.AsyncClient, uid: str, body: dict[str, Any], field: str
+) -> None:
+    await make_dataset(client, f"ds-{uid}", 3)
+    base = {"name": f"r-{uid}", "dataset": f"ds-{uid}", "group_size": 8}
+    r = await client.post("/v1/runs", json=base | body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    assert (await client.get(f"/v1/runs/r-{uid}")).status_code == 404
+    most = {"selection": {"refit_every": 2**31 - 1, "warmup_outcomes": 2**31 - 1}}
+    assert (await client.post("/v1/runs", json=base | most)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("result", "field"),
+    [
+        ({"rewards": ["1.0", 0.0]}, "results.0.rewards.0"),
+        ({"rewards": [True, 0.0]}, "results.0.rewards.0"),
+        ({"rewards": [1.0, 0.0], "mean_logprob": "-0.5"}, "results.0.mean_logprob"),
+        ({"rewards": [1.0, 0.0], "response_lengths": [2**63, 1]}, "results.0.response_lengths.0"),
+        ({"rewards": [1.0, 0.0], "response_lengths": [2**31, 1]}, "results.0.response_lengths.0"),
+        ({"rewards": [1.0, 0.0], "response_lengths": ["3", 1]}, "results.0.response_lengths.0"),
+    ],
+    ids=["reward-str", "reward-bool", "logprob-str", "len-2^63", "len-2^31", "len-str"],
+)
+async def test_loose_or_huge_outcome_numbers_are_422(
+    client: httpx.AsyncClient, uid: str, result: dict[str, Any], field: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    r = await client.post(
+        f"/v1/runs/{run}/outcomes", json={"step": 1, "results": [{"prompt_id": "p0", **result}]}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    assert await _counts(client, run) == (0, 0)
+    for body in ({"step": "1", "results": [{"prompt_id": "p0", "rewards": [1]}]},):
+        r = await client.post(f"/v1/runs/{run}/outcomes", json=body)
+        assert r.status_code == 422 and r.json()["field"] == "step"
+    r = await client.post(f"/v1/runs/{run}/batches", json={"step": 1, "size": "2"})
+    assert r.status_code == 422 and r.json()["field"] == "size"
+    ok = {
+        "step": 1,
+        "results": [{"prompt_id": "p0", "rewards": [1, 0.0], "response_lengths": [3, 2**31 - 1]}],
+    }
+    assert (await client.post(f"/v1/runs/{run}/outcomes", json=ok)).json()["accepted"] == 1
