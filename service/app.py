@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await upgrade(settings)
         engine = create_engine(settings)
         read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
-        hot = create_store(settings.redis_url, await _cache_prefix(settings, engine))
+        hot = create_store(
+            settings.redis_url,
+            await _cache_prefix(settings, engine),
+            settings.redis_timeout_seconds,
+        )
         sessionmaker = create_sessionmaker(engine)
         read_sessionmaker = create_sessionmaker(read_engine)
         embedders = Embedders()

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
             "recreated database never reads another's stats"
         ),
     )
+    redis_timeout_seconds: float = Field(
+        1.5,
+        gt=0,
+        le=60,
+        description=(
+            "longest one call to Redis may take, retry included: past it the request answers "
+            "503 with Retry-After, so a stalled Redis holds no request (or run lock) longer"
+        ),
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
