@@ -615,3 +615,15 @@ async def test_loose_or_huge_outcome_numbers_are_422(
         "results": [{"prompt_id": "p0", "rewards": [1, 0.0], "response_lengths": [3, 2**31 - 1]}],
     }
     assert (await client.post(f"/v1/runs/{run}/outcomes", json=ok)).json()["accepted"] == 1
+
+
+async def test_a_quarter_of_the_bad_input_corpus_gives_no_500_and_writes_nothing(
+    settings: Settings,
+) -> None:
+    """`python -m benchmarks.bad_inputs` sends all of it; here every fourth case."""
+    from benchmarks.bad_inputs import probe, service
+
+    async with service(settings) as (c, state):
+        result = await probe(c, state, "test", every=4)
+    assert sum(result.statuses.values()) >= 100
+    assert result.server_errors == [] and result.accepted == [] and result.changed == []
