@@ -246,6 +246,6 @@ async def test_unset_scan_width_follows_the_pool(client: httpx.AsyncClient, uid:
             run = f"run-{uid}-{n}-{strategy}"
             body = await make_run(client, run, f"ds-{uid}-{n}", strategy=strategy)
             assert body["selection"]["oversample"] is None
-            b = await client.post(f"/v1/runs/{run}/batches", json={"step": 0, "size": 10})
+            b = (await client.post(f"/v1/runs/{run}/batches", json={"step": 0, "size": 10}))
             scanned = b.json()["stats"]["scanned"]
             assert scanned == (n if strategy == "informative" else 40), (strategy, n)
