@@ -19,7 +19,7 @@ from service.body_limit import BodyLimit, payload_too_large
 from service.config import Settings
 from service.datasets.router import router as datasets_router
 from service.db import create_engine, create_sessionmaker
-from service.deps import require_api_key
+from service.deps import require_api_key, storable_path
 from service.embedding import Embedders, EmbeddingJobs
 from service.estimator.model import warmup
 from service.hotstats.store import create_store
@@ -37,6 +37,9 @@ from service.stats.router import router as stats_router
 
 log = logging.getLogger(__name__)
 
+UNMATCHED = "<unmatched>"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -47,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await upgrade(settings)
         engine = create_engine(settings)
         read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
-        hot = create_store(settings.redis_url, await _cache_prefix(settings, engine))
+        hot = create_store(
+            settings.redis_url,
+            await _cache_prefix(settings, engine),
+            settings.redis_timeout_seconds,
+        )
         sessionmaker = create_sessionmaker(engine)
         read_sessionmaker = create_sessionmaker(read_engine)
         embedders = Embedders()
@@ -102,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     exception_handlers.install(app)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key), Depends(storable_path)])
     routers = (
         datasets_router,
         runs_router,
@@ -115,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.include_router(router)
     app.include_router(v1)
     app.include_router(health_router)
-    app.include_router(admin_router)
+    app.include_router(admin_router, dependencies=[Depends(storable_path)])
 
     # innermost: an unhandled error becomes its 500 here, which `observe` then counts
     app.add_middleware(exception_handlers.CatchAll)
@@ -132,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start = time.perf_counter()
         response = await call_next(request)
         metrics.request_latency.labels(
-            request.method, _route_template(request), str(response.status_code)
+            _method(request), _route_template(request), str(response.status_code)
         ).observe(time.perf_counter() - start)
         return response
 
@@ -153,10 +160,20 @@ async def _cache_prefix(settings: Settings, engine: AsyncEngine) -> str:
 
 
 def _route_template(request: Request) -> str:
-    """Path with parameters put back as `{name}`, so metric labels stay few."""
+    """The matched route's template (`/v1/runs/{run}`): never a value from the request itself,
+    so anyone can send any path and the series stay as few as the routes."""
     if request.scope.get("route") is None:
-        return "unmatched"
-    path = request.url.path
-    for name, value in request.path_params.items():
-        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-    return path
+        return UNMATCHED
+    # an included router's route knows its path below the prefix; FastAPI's context of the
+    # match knows the whole template (tests/service/test_metrics.py checks both stay so)
+    context = request.scope.get("fastapi", {}).get("effective_route_context")
+    for matched in (context, request.scope["route"]):
+        template = getattr(matched, "path_format", None)
+        if isinstance(template, str):
+            return template
+    return UNMATCHED
+
+
+def _method(request: Request) -> str:
+    """Any token is a valid method on the wire: the label keeps the standard few."""
+    return request.method if request.method in METHODS else "other"

@@ -11,8 +11,13 @@ def _int_to_str(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def utf8(value: str) -> str:
-    """JSON lets a string hold a lone surrogate; UTF-8 (databases, hashes) cannot store one."""
+def storable(value: str) -> str:
+    """JSON lets a string hold a NUL or a lone surrogate; PostgreSQL text and UTF-8 cannot.
+
+    Refused on every backend alike, so a string SQLite would take is not a 500 on PostgreSQL.
+    """
+    if "\x00" in value:
+        raise ValueError("text holds a NUL character (\\u0000), which the database cannot store")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -20,7 +25,7 @@ def utf8(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(utf8)]
+Text = Annotated[str, AfterValidator(storable)]
 
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
@@ -30,7 +35,7 @@ ClientId = Annotated[
     str,
     BeforeValidator(_int_to_str),
     StringConstraints(min_length=1, max_length=512),
-    AfterValidator(utf8),
+    AfterValidator(storable),
 ]
 """Prompt ids are the client's own; integers are accepted and stored as strings."""
 
@@ -38,7 +43,12 @@ Partition = Annotated[
     str,
     BeforeValidator(_int_to_str),
     StringConstraints(min_length=1, max_length=100),
-    AfterValidator(utf8),
+    AfterValidator(storable),
 ]
 
-Step = Annotated[int, Field(ge=0, le=2**31 - 1)]
+BatchId = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(storable)]
+
+INT32_MAX = 2**31 - 1
+"""Counters and positions are 32-bit columns: no setting needs a value they cannot reach."""
+
+Step = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]

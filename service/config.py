@@ -42,11 +42,27 @@ class Settings(BaseSettings):
             "recreated database never reads another's stats"
         ),
     )
+    redis_timeout_seconds: float = Field(
+        1.5,
+        gt=0,
+        le=60,
+        description=(
+            "longest one call to Redis may take, retry included: past it the request answers "
+            "503 with Retry-After, so a stalled Redis holds no request (or run lock) longer"
+        ),
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
             "comma-separated API keys; when set, every /v1 call needs 'Authorization: Bearer "
             "<key>' and the admin pages take a key as the Basic auth password; unset: no auth"
+        ),
+    )
+    metrics_public: bool = Field(
+        False,
+        description=(
+            "serve GET /metrics without a key; by default it needs the API key like /v1 (when "
+            "DEPO_API_KEYS is set): Prometheus sends it as authorization credentials"
         ),
     )
     lease_seconds: float = Field(

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common import storable
 from service.db import session_scope
-from service.exceptions import Unauthorized
+from service.exceptions import InvalidInput, Unauthorized
 from service.state import AppState
 
 
@@ -55,3 +56,13 @@ async def require_api_key(request: Request, state: StateDep) -> None:
 def key_is_valid(token: str, keys: list[str]) -> bool:
     """Constant-time against every configured key."""
     return any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
+
+
+async def storable_path(request: Request) -> None:
+    """Names and ids in the path meet the body's rule: `%00` is a 422, never a database error."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            try:
+                storable(value)
+            except ValueError as exc:
+                raise InvalidInput(f"{name}: {exc}", field=name) from None

@@ -12,7 +12,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step: Step
-    size: int = Field(ge=1, le=100_000)
+    size: int = Field(ge=1, le=100_000, strict=True)
     partition: Partition = "0"
     strategy: StrategyField | None = None
 

@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.hotstats.store import Group, HotStore
+from service.hotstats.store import Group, HotStore, Position
 from service.models import Outcome, Run
 from service.policy import SelectionConfig
 
@@ -19,20 +19,39 @@ CATCH_UP_CHUNK = 50_000
 async def catch_up(
     session: AsyncSession, store: HotStore, run_id: int, target_seq: int, discount: float
 ) -> int:
-    """Fold log rows (applied, target] into the store; returns how many rows were applied."""
+    """Fold log rows (applied, target] into the store; returns how many rows were applied.
+
+    Stats whose position is not on this log (a restore or failover put the log behind them,
+    or a different row at their `seq`) are dropped and rebuilt, whichever side is ahead.
+    """
     applied_rows = 0
     while True:
-        applied = await store.applied_seq(run_id)
-        if applied >= target_seq:
+        at = await store.position(run_id)
+        if not await _on_log(session, run_id, at):
+            log.warning(
+                "hot stats of run %s are at seq %s, which the log does not hold: rebuilding",
+                run_id,
+                at.seq,
+            )
+            await store.reset(run_id, at)
+            continue
+        if at.seq >= target_seq:  # ahead on this log: rows committed since the caller looked
             return applied_rows
-        if applied == 0 and target_seq > CATCH_UP_CHUNK:
+        if at.seq == 0 and target_seq > CATCH_UP_CHUNK:
             log.info("rebuilding hot stats of run %s from %s logged groups", run_id, target_seq)
         rows = (
             await session.execute(
-                select(Outcome.seq, Outcome.prompt_idx, Outcome.step, Outcome.n, Outcome.successes)
+                select(
+                    Outcome.seq,
+                    Outcome.prompt_idx,
+                    Outcome.step,
+                    Outcome.n,
+                    Outcome.successes,
+                    Outcome.log_token,
+                )
                 .where(
                     Outcome.run_id == run_id,
-                    Outcome.seq > applied,
+                    Outcome.seq > at.seq,
                     Outcome.seq <= target_seq,
                 )
                 .order_by(Outcome.seq)
@@ -40,10 +59,23 @@ async def catch_up(
             )
         ).all()
         if not rows:
-            raise RuntimeError(f"outcome log of run {run_id} has no rows after seq {applied}")
+            raise RuntimeError(f"outcome log of run {run_id} has no rows after seq {at.seq}")
         groups: list[Group] = [(r.prompt_idx, r.step, r.n, r.successes) for r in rows]
-        if await store.apply(run_id, applied, rows[-1].seq, groups, discount):
+        head = Position(rows[-1].seq, rows[-1].log_token or "")
+        if await store.apply(run_id, at, head, groups, discount):
             applied_rows += len(rows)
+
+
+async def _on_log(session: AsyncSession, run_id: int, at: Position) -> bool:
+    """Whether the log holds the row the stats last folded, from the same ingest."""
+    if at.seq == 0:
+        return True
+    token = (
+        await session.execute(
+            select(Outcome.log_token).where(Outcome.run_id == run_id, Outcome.seq == at.seq)
+        )
+    ).one_or_none()
+    return token is not None and (token[0] or "") == at.token
 
 
 async def refresh(

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Sequence
+from typing import NamedTuple, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from service.estimator.beta import MISSING, PromptStats, StatsColumns, add_group
 
 SEQ_FIELD = "_seq"
+TOKEN_FIELD = "_tok"
 # HMGET of many fields as one joined string: one argument to pack and one reply to parse, where
 # redis-py packs and decodes a field at a time (about 20 ms for 8,192 fields on 2 cores, profiled);
 # the values are fixed-width binary, so the reply is one array with no separators
@@ -39,6 +41,22 @@ _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del'
 Group = tuple[int, int, int, int]
 """(prompt idx, step, n, successes) of one logged outcome."""
 
+T = TypeVar("T")
+
+
+class Position(NamedTuple):
+    """Where in a run's log the stats are: the last folded row's `seq` and its ingest's token.
+
+    The token tells a log restored from a dump, or one that lost commits in a failover, from
+    the log the stats were folded from, even where the two reached the same `seq`.
+    """
+
+    seq: int
+    token: str
+
+
+START = Position(0, "")
+
 
 def _fold(
     current: dict[int, PromptStats], groups: Sequence[Group], discount: float
@@ -50,14 +68,23 @@ def _fold(
 
 
 class HotStore(Protocol):
-    """Per-run prompt stats plus the log position (`seq`) they reflect."""
+    """Per-run prompt stats plus the log position they reflect."""
 
-    async def applied_seq(self, run_id: int) -> int: ...
+    async def position(self, run_id: int) -> Position: ...
 
     async def apply(
-        self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
+        self,
+        run_id: int,
+        expect: Position,
+        new: Position,
+        groups: Sequence[Group],
+        discount: float,
     ) -> bool:
-        """Fold groups in atomically if the stored seq is still `expect_seq`."""
+        """Fold groups in atomically if the stored position is still `expect`."""
+        ...
+
+    async def reset(self, run_id: int, expect: Position) -> bool:
+        """Drop a run's stats (to rebuild them from the log) if its position is still `expect`."""
         ...
 
     async def get_many(self, run_id: int, idxs: Sequence[int]) -> list[PromptStats | None]: ...
@@ -85,34 +112,46 @@ class MemoryHotStore:
     """The embedded default: one process, so a dict and a lock are the whole story."""
 
     def __init__(self) -> None:
-        self._runs: dict[int, tuple[int, dict[int, PromptStats]]] = {}
+        self._runs: dict[int, tuple[Position, dict[int, PromptStats]]] = {}
         self._lock = asyncio.Lock()
         self._locks: dict[str, tuple[str, float]] = {}
 
-    async def applied_seq(self, run_id: int) -> int:
-        return self._runs.get(run_id, (0, {}))[0]
+    async def position(self, run_id: int) -> Position:
+        return self._runs.get(run_id, (START, {}))[0]
 
     async def apply(
-        self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
+        self,
+        run_id: int,
+        expect: Position,
+        new: Position,
+        groups: Sequence[Group],
+        discount: float,
     ) -> bool:
         async with self._lock:
-            seq, data = self._runs.get(run_id, (0, {}))
-            if seq != expect_seq:
+            at, data = self._runs.get(run_id, (START, {}))
+            if at != expect:
                 return False
             data = dict(data)
             data.update(_fold(data, groups, discount))
-            self._runs[run_id] = (new_seq, data)
+            self._runs[run_id] = (new, data)
+            return True
+
+    async def reset(self, run_id: int, expect: Position) -> bool:
+        async with self._lock:
+            if self._runs.get(run_id, (START, {}))[0] != expect:
+                return False
+            self._runs.pop(run_id, None)
             return True
 
     async def get_many(self, run_id: int, idxs: Sequence[int]) -> list[PromptStats | None]:
-        data = self._runs.get(run_id, (0, {}))[1]
+        data = self._runs.get(run_id, (START, {}))[1]
         return [data.get(i) for i in idxs]
 
     async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
         return StatsColumns.of(await self.get_many(run_id, idxs))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
-        return dict(self._runs.get(run_id, (0, {}))[1])
+        return dict(self._runs.get(run_id, (START, {}))[1])
 
     async def try_lock(self, name: str, ttl: float) -> str | None:
         now = time.monotonic()
@@ -139,39 +178,86 @@ class MemoryHotStore:
 
 
 class RedisHotStore:
-    """One hash per run: a field per prompt idx plus `_seq`, updated with WATCH/MULTI."""
+    """One hash per run: a field per prompt idx plus `_seq` and `_tok`, updated with WATCH/MULTI.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    Every call is bounded by `timeout` seconds, retries included: a stalled Redis fails the
+    request (a 503) instead of holding it, and the run's lock with it, for as long as it stalls.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, timeout: float = 1.5) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.timeout = timeout
 
     def _key(self, run_id: int) -> str:
         # "stats2": binary values; a text hash an older version left is ignored and rebuilt
         return f"{self.prefix}:run:{run_id}:stats2"
 
-    async def applied_seq(self, run_id: int) -> int:
-        raw = await self.redis.hget(self._key(run_id), SEQ_FIELD)
-        return int(raw) if raw is not None else 0
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call
+        except TimeoutError:
+            raise RedisTimeoutError(f"Redis did not answer within {self.timeout} s") from None
+
+    async def position(self, run_id: int) -> Position:
+        raw = await self._bounded(self.redis.hmget(self._key(run_id), [SEQ_FIELD, TOKEN_FIELD]))
+        return _position(raw[0], raw[1])
 
     async def apply(
-        self, run_id: int, expect_seq: int, new_seq: int, groups: Sequence[Group], discount: float
+        self,
+        run_id: int,
+        expect: Position,
+        new: Position,
+        groups: Sequence[Group],
+        discount: float,
+    ) -> bool:
+        return await self._bounded(self._apply(run_id, expect, new, groups, discount))
+
+    async def _apply(
+        self,
+        run_id: int,
+        expect: Position,
+        new: Position,
+        groups: Sequence[Group],
+        discount: float,
     ) -> bool:
         key = self._key(run_id)
         idxs = sorted({g[0] for g in groups})
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
-                raw_seq = await pipe.hget(key, SEQ_FIELD)
-                if (int(raw_seq) if raw_seq is not None else 0) != expect_seq:
+                raw_seq, raw_token = await pipe.hmget(key, [SEQ_FIELD, TOKEN_FIELD])
+                if _position(raw_seq, raw_token) != expect:
                     await pipe.unwatch()  # type: ignore[no-untyped-call]
                     return False
                 raw = await pipe.hmget(key, [str(i) for i in idxs]) if idxs else []
                 current = {i: PromptStats.decode(v) for i, v in zip(idxs, raw, strict=True) if v}
                 changed = _fold(current, groups, discount)
                 mapping: dict[str, bytes | str] = {str(i): s.encode() for i, s in changed.items()}
-                mapping[SEQ_FIELD] = str(new_seq)
+                mapping[SEQ_FIELD] = str(new.seq)
+                mapping[TOKEN_FIELD] = new.token
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                await pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    async def reset(self, run_id: int, expect: Position) -> bool:
+        return await self._bounded(self._reset(run_id, expect))
+
+    async def _reset(self, run_id: int, expect: Position) -> bool:
+        key = self._key(run_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw_seq, raw_token = await pipe.hmget(key, [SEQ_FIELD, TOKEN_FIELD])
+                if _position(raw_seq, raw_token) != expect:
+                    await pipe.unwatch()  # type: ignore[no-untyped-call]
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.delete(key)
                 await pipe.execute()
                 return True
             except WatchError:
@@ -180,59 +266,69 @@ class RedisHotStore:
     async def get_many(self, run_id: int, idxs: Sequence[int]) -> list[PromptStats | None]:
         if not idxs:
             return []
-        raw = await self.redis.hmget(self._key(run_id), [str(i) for i in idxs])
+        raw = await self._bounded(self.redis.hmget(self._key(run_id), [str(i) for i in idxs]))
         return [PromptStats.decode(v) if v is not None else None for v in raw]
 
     async def get_columns(self, run_id: int, idxs: Sequence[int]) -> StatsColumns:
         if not idxs:
             return StatsColumns.of([])
         ids = ",".join(map(str, idxs))
-        joined = await self.redis.eval(_GET_JOINED, 1, self._key(run_id), ids, MISSING)
+        joined = await self._bounded(
+            self.redis.eval(_GET_JOINED, 1, self._key(run_id), ids, MISSING)
+        )
         return StatsColumns.parse_joined(joined, len(idxs))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
-        raw = await self.redis.hgetall(self._key(run_id))
+        raw = await self._bounded(self.redis.hgetall(self._key(run_id)))
         # a whole run can be 100k prompts: decoding it must not hold the event loop
         return await asyncio.to_thread(_decode_all, raw)
 
     async def try_lock(self, name: str, ttl: float) -> str | None:
         token = uuid.uuid4().hex
-        ok = await self.redis.set(f"{self.prefix}:lock:{name}", token, nx=True, px=int(ttl * 1000))
+        key = f"{self.prefix}:lock:{name}"
+        ok = await self._bounded(self.redis.set(key, token, nx=True, px=int(ttl * 1000)))
         return token if ok else None
 
     async def unlock(self, name: str, token: str) -> None:
-        await self.redis.eval(_UNLOCK, 1, f"{self.prefix}:lock:{name}", token)
+        key = f"{self.prefix}:lock:{name}"
+        await self._bounded(self.redis.eval(_UNLOCK, 1, key, token))
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await self._bounded(self.redis.ping()))
 
     async def flush(self) -> None:
         keys = [k async for k in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
         if keys:
-            await self.redis.delete(*keys)
+            await self._bounded(self.redis.delete(*keys))
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
-def create_store(redis_url: str | None, prefix: str) -> HotStore:
+def create_store(redis_url: str | None, prefix: str, timeout: float = 1.5) -> HotStore:
     if redis_url is None:
         return MemoryHotStore()
     # Fail fast when Redis stalls (a request may hold a run's lock while it waits), retry once
-    # on a dropped connection, and ping connections idle for a while (stale after a restart).
+    # on a dropped connection, and ping connections idle for a while (stale after a restart);
+    # the store bounds each call, retries and pings included, by `timeout`.
     redis = Redis.from_url(
         redis_url,
-        socket_timeout=2,
-        socket_connect_timeout=1,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 1.0),
         health_check_interval=15,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
     )
-    return RedisHotStore(redis, prefix)
+    return RedisHotStore(redis, prefix, timeout)
 
 
 def _decode_all(raw: dict[bytes | str, bytes | str]) -> dict[int, PromptStats]:
     return {
         int(k): PromptStats.decode(v)
         for k, v in raw.items()
-        if (k.decode() if isinstance(k, bytes) else k) != SEQ_FIELD
+        if (k.decode() if isinstance(k, bytes) else k) not in (SEQ_FIELD, TOKEN_FIELD)
     }
+
+
+def _position(raw_seq: bytes | str | None, raw_token: bytes | str | None) -> Position:
+    token = raw_token.decode() if isinstance(raw_token, bytes) else raw_token
+    return Position(int(raw_seq) if raw_seq is not None else 0, token or "")

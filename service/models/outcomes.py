@@ -26,7 +26,9 @@ class Outcome(Base):
     prompt_idx: Mapped[int] = mapped_column(Integer)
     step: Mapped[int] = mapped_column(Integer)
     batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    dedup_key: Mapped[str] = mapped_column(String(80))
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    # random per ingest: with `seq`, tells this log's rows from those of a restored copy
+    log_token: Mapped[str | None] = mapped_column(String(16), nullable=True)
     rewards: Mapped[list[float]] = mapped_column(JSONType)
     n: Mapped[int] = mapped_column(Integer)
     successes: Mapped[int] = mapped_column(Integer)

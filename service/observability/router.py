@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import asyncio
+from collections.abc import Awaitable
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.deps import StateDep
+from service.deps import StateDep, require_api_key
+from service.state import AppState
 
 router = APIRouter(tags=["health"])
+
+PROBE_SECONDS = 1.0
+"""Within the 2 s that load balancers and Kubernetes probes commonly wait."""
 
 
 @router.get("/healthz")
@@ -18,23 +25,35 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep, response: Response) -> dict[str, object]:
-    checks: dict[str, str] = {}
-    try:
-        async with state.read_sessionmaker() as session:
-            await session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # a probe reports failures, it does not raise them
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        await state.hot.ping()
-        checks["cache"] = "ok"
-    except Exception as exc:
-        checks["cache"] = f"error: {type(exc).__name__}"
+    """Both checks at once, each bounded, so a stalled backend answers within a probe's timeout."""
+    database, cache = await asyncio.gather(
+        _check(_database(state), PROBE_SECONDS), _check(state.hot.ping(), PROBE_SECONDS)
+    )
+    checks = {"database": database, "cache": cache}
     ready = all(v == "ok" for v in checks.values())
     response.status_code = 200 if ready else 503
     return {"status": "ready" if ready else "unavailable", "checks": checks}
 
 
+async def _database(state: AppState) -> None:
+    async with state.read_sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+
+
+async def _check(probe: Awaitable[object], seconds: float) -> str:
+    try:
+        async with asyncio.timeout(seconds):
+            await probe
+    except TimeoutError:
+        return f"error: no answer within {seconds} s"
+    except Exception as exc:  # a probe reports failures, it does not raise them
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
 @router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
+async def metrics(request: Request, state: StateDep) -> Response:
+    """Behind the API key when keys are set, unless DEPO_METRICS_PUBLIC opens it."""
+    if not state.settings.metrics_public:
+        await require_api_key(request, state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

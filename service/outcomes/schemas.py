@@ -6,10 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.common import ClientId, Step
+from service.common import INT32_MAX, BatchId, ClientId, Partition, Step
 
-Reward = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
-"""Bounded so a group's mean and variance stay finite."""
+Reward = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)]
+"""A JSON number (not "1.0", not true), bounded so a group's mean and variance stay finite."""
 
 
 class GroupResult(BaseModel):
@@ -17,15 +17,24 @@ class GroupResult(BaseModel):
 
     prompt_id: ClientId
     rewards: list[Reward] = Field(min_length=1, max_length=1024)
-    mean_logprob: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
-    response_lengths: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1024)
+    mean_logprob: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)
+    response_lengths: list[Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]] | None = Field(
+        None, max_length=1024
+    )
 
 
 class OutcomeReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step: Step
-    batch_id: str | None = Field(None, min_length=1, max_length=32)
+    batch_id: BatchId | None = None
+    partition: Partition | None = Field(
+        None,
+        description=(
+            'the reporting partition, for reports without batch_id (default "0"); with a '
+            "batch_id it must match the batch's"
+        ),
+    )
     results: list[GroupResult] = Field(min_length=1, max_length=100_000)
 
 

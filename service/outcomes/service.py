@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,6 +17,7 @@ from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
 from service.runs import service as runs
 
 LOOKUP_CHUNK = 5_000
+DEFAULT_PARTITION = "0"
 
 
 def summarize(rewards: list[float], threshold: float) -> tuple[int, float, float, bool]:
@@ -43,23 +45,16 @@ async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> Outcom
             field="results.prompt_id",
             missing=missing[:100],
         )
-    if body.batch_id is not None:
-        batch_run = (
-            await session.execute(select(Batch.run_id).where(Batch.id == body.batch_id))
-        ).scalar_one_or_none()
-        if batch_run != run.id:
-            raise InvalidInput(
-                f"batch {body.batch_id!r} was not served to this run", field="batch_id"
-            )
-
+    step, partition = await _group_slot(session, run, body)
     keyed: dict[str, GroupResult] = {}
     for res in body.results:
-        keyed.setdefault(_dedup_key(body, ids[res.prompt_id][0]), res)
+        keyed.setdefault(dedup_key(step, partition, ids[res.prompt_id][0]), res)
 
     run = await runs.lock(session, run.id)
     logged = await _existing_keys(session, run.id, list(keyed))
     fresh = [(k, r) for k, r in keyed.items() if k not in logged]
     now = utcnow()
+    token = uuid.uuid4().hex[:16]
     rows: list[dict[str, Any]] = []
     for key, res in fresh:
         pk, idx = ids[res.prompt_id]
@@ -73,6 +68,7 @@ async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> Outcom
                 "step": body.step,
                 "batch_id": body.batch_id,
                 "dedup_key": key,
+                "log_token": token,
                 "rewards": res.rewards,
                 "n": len(res.rewards),
                 "successes": k,
@@ -97,11 +93,29 @@ async def ingest(session: AsyncSession, run: Run, body: OutcomeReport) -> Outcom
     return OutcomeAck(accepted=len(rows), duplicates=len(body.results) - len(rows))
 
 
-def _dedup_key(body: OutcomeReport, prompt_pk: int) -> str:
-    """A group counts once per (batch, prompt), or per (step, prompt) when sent without a batch."""
-    if body.batch_id is not None:
-        return f"b:{body.batch_id}:{prompt_pk}"
-    return f"s:{body.step}:{prompt_pk}"
+async def _group_slot(session: AsyncSession, run: Run, body: OutcomeReport) -> tuple[int, str]:
+    """The (step, partition) the groups were generated for: the batch's, or the report's own."""
+    if body.batch_id is None:
+        return body.step, body.partition or DEFAULT_PARTITION
+    batch = (
+        await session.execute(
+            select(Batch.run_id, Batch.step, Batch.partition).where(Batch.id == body.batch_id)
+        )
+    ).one_or_none()
+    if batch is None or batch.run_id != run.id:
+        raise InvalidInput(f"batch {body.batch_id!r} was not served to this run", field="batch_id")
+    if body.partition is not None and body.partition != batch.partition:
+        raise InvalidInput(
+            f"batch {body.batch_id!r} was served to partition {batch.partition!r}, "
+            f"not {body.partition!r}",
+            field="partition",
+        )
+    return batch.step, batch.partition
+
+
+def dedup_key(step: int, partition: str, prompt_pk: int) -> str:
+    """A group counts once per (step, partition, prompt), with a batch_id or without one."""
+    return f"g:{step}:{prompt_pk}:{partition}"
 
 
 async def _existing_keys(session: AsyncSession, run_id: int, keys: list[str]) -> set[str]:

@@ -468,3 +468,162 @@ async def test_lone_surrogates_in_outcomes_batches_and_predict_are_422(
             headers={"content-type": "application/json"},
         )
         assert r.status_code == 422, (endpoint, r.text)
+
+
+NUL_BODIES: list[tuple[str, str, str]] = [
+    ("prompts", '{"prompts": [{"id": "a\\u0000b", "text": "x"}]}', "prompts.0.id"),
+    ("prompts", '{"prompts": [{"id": "a", "text": "x\\u0000"}]}', "prompts.0.text"),
+    (
+        "prompts",
+        '{"prompts": [{"id": "a", "text": "x", "metadata": {"k\\u0000": 1}}]}',
+        "prompts.0.metadata",
+    ),
+    (
+        "prompts",
+        '{"prompts": [{"id": "a", "text": "x", "metadata": {"k": ["\\u0000"]}}]}',
+        "prompts.0.metadata",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "results": [{"prompt_id": "p\\u0000", "rewards": [1]}]}',
+        "results.0.prompt_id",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "batch_id": "\\u0000", "results": [{"prompt_id": "p1", "rewards": [1]}]}',
+        "batch_id",
+    ),
+    (
+        "outcomes",
+        '{"step": 1, "partition": "a\\u0000", "results": [{"prompt_id": "p1", "rewards": [1]}]}',
+        "partition",
+    ),
+    ("batches", '{"step": 1, "size": 2, "partition": "\\u0000"}', "partition"),
+    ("predict", '{"prompt_ids": ["p1", "\\u0000"]}', "prompt_ids.1"),
+    ("predict", '{"texts": ["a\\u0000b"]}', "texts.0"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "field"), NUL_BODIES, ids=[c[2] for c in NUL_BODIES])
+async def test_nul_in_any_string_field_is_422_naming_it(
+    client: httpx.AsyncClient, uid: str, endpoint: str, body: str, field: str
+) -> None:
+    """PostgreSQL cannot store U+0000 (SQLite can): both backends refuse it before any query."""
+    ds, run, _ = await _setup(client, uid)
+    path = f"/v1/datasets/{ds}/prompts" if endpoint == "prompts" else f"/v1/runs/{run}/{endpoint}"
+    r = await client.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and "NUL" in r.json()["detail"], r.json()
+    assert (await client.get(f"/v1/datasets/{ds}")).json()["prompt_count"] == 20
+    run_now = (await client.get(f"/v1/runs/{run}")).json()
+    assert (run_now["outcomes"], run_now["batches_served"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "field"),
+    [
+        ("GET", "/v1/datasets/{bad}", "dataset"),
+        ("GET", "/v1/datasets/{ds}/prompts/{bad}", "prompt_id"),
+        ("POST", "/v1/datasets/{bad}/prompts", "dataset"),
+        ("GET", "/v1/runs/{bad}", "run"),
+        ("GET", "/v1/runs/{run}/prompts/{bad}", "prompt_id"),
+        ("GET", "/v1/runs/{bad}/summary", "run"),
+        ("GET", "/v1/runs/{bad}/predictor", "run"),
+        ("POST", "/v1/runs/{bad}/batches", "run"),
+        ("POST", "/v1/runs/{bad}/outcomes", "run"),
+        ("POST", "/v1/runs/{bad}/predict", "run"),
+        ("GET", "/admin/runs/{bad}", "run"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["a%00b", "%00", "x%ED%A0%80"])
+async def test_nul_in_any_path_name_or_id_is_422(
+    client: httpx.AsyncClient, uid: str, method: str, template: str, field: str, bad: str
+) -> None:
+    ds, run, _ = await _setup(client, uid)
+    bodies = {
+        "prompts": {"prompts": [{"id": "z", "text": "z"}]},
+        "batches": {"step": 5, "size": 2},
+        "outcomes": {"step": 5, "results": [{"prompt_id": "p1", "rewards": [1.0]}]},
+        "predict": {"prompt_ids": ["p1"]},
+    }
+    body = bodies.get(template.rsplit("/", 1)[-1]) if method == "POST" else None
+    r = await client.request(method, template.format(bad=bad, ds=ds, run=run), json=body)
+    if bad.startswith("x%ED"):  # not UTF-8: decoded with a replacement character, a plain 404
+        assert r.status_code == 404, r.text
+        return
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and "NUL" in r.json()["detail"]
+    assert (await client.get(f"/v1/datasets/{ds}")).json()["prompt_count"] == 20
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"group_size": "8"}, "group_size"),
+        ({"group_size": True}, "group_size"),
+        ({"group_size": 8.0}, "group_size"),
+        ({"success_threshold": "0.5"}, "success_threshold"),
+        ({"selection": {"refit_every": 2**70}}, "selection"),
+        ({"selection": {"fit_min_outcomes": 2**64}}, "selection"),
+        ({"selection": {"warmup_outcomes": 2**64}}, "selection"),
+        ({"selection": {"warmup_outcomes": 2**31}}, "selection"),
+    ],
+    ids=["gs-str", "gs-bool", "gs-float", "thr-str", "refit", "fit-min", "warmup", "warmup-2^31"],
+)
+async def test_loose_or_huge_run_numbers_are_422(
+    client: httpx.AsyncClient, uid: str, body: dict[str, Any], field: str
+) -> None:
+    await make_dataset(client, f"ds-{uid}", 3)
+    base = {"name": f"r-{uid}", "dataset": f"ds-{uid}", "group_size": 8}
+    r = await client.post("/v1/runs", json=base | body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    assert (await client.get(f"/v1/runs/r-{uid}")).status_code == 404
+    most = {"selection": {"refit_every": 2**31 - 1, "warmup_outcomes": 2**31 - 1}}
+    assert (await client.post("/v1/runs", json=base | most)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("result", "field"),
+    [
+        ({"rewards": ["1.0", 0.0]}, "results.0.rewards.0"),
+        ({"rewards": [True, 0.0]}, "results.0.rewards.0"),
+        ({"rewards": [1.0, 0.0], "mean_logprob": "-0.5"}, "results.0.mean_logprob"),
+        ({"rewards": [1.0, 0.0], "response_lengths": [2**63, 1]}, "results.0.response_lengths.0"),
+        ({"rewards": [1.0, 0.0], "response_lengths": [2**31, 1]}, "results.0.response_lengths.0"),
+        ({"rewards": [1.0, 0.0], "response_lengths": ["3", 1]}, "results.0.response_lengths.0"),
+    ],
+    ids=["reward-str", "reward-bool", "logprob-str", "len-2^63", "len-2^31", "len-str"],
+)
+async def test_loose_or_huge_outcome_numbers_are_422(
+    client: httpx.AsyncClient, uid: str, result: dict[str, Any], field: str
+) -> None:
+    _, run, _ = await _setup(client, uid)
+    r = await client.post(
+        f"/v1/runs/{run}/outcomes", json={"step": 1, "results": [{"prompt_id": "p0", **result}]}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    assert await _counts(client, run) == (0, 0)
+    for body in ({"step": "1", "results": [{"prompt_id": "p0", "rewards": [1]}]},):
+        r = await client.post(f"/v1/runs/{run}/outcomes", json=body)
+        assert r.status_code == 422 and r.json()["field"] == "step"
+    r = await client.post(f"/v1/runs/{run}/batches", json={"step": 1, "size": "2"})
+    assert r.status_code == 422 and r.json()["field"] == "size"
+    ok = {
+        "step": 1,
+        "results": [{"prompt_id": "p0", "rewards": [1, 0.0], "response_lengths": [3, 2**31 - 1]}],
+    }
+    assert (await client.post(f"/v1/runs/{run}/outcomes", json=ok)).json()["accepted"] == 1
+
+
+async def test_a_quarter_of_the_bad_input_corpus_gives_no_500_and_writes_nothing(
+    settings: Settings,
+) -> None:
+    """`python -m benchmarks.bad_inputs` sends all of it; here every fourth case."""
+    from benchmarks.bad_inputs import probe, service
+
+    async with service(settings) as (c, state):
+        result = await probe(c, state, "test", every=4)
+    assert sum(result.statuses.values()) >= 100
+    assert result.server_errors == [] and result.accepted == [] and result.changed == []

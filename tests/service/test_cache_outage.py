@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -204,3 +206,56 @@ async def test_a_read_only_redis_is_a_503(read_only_redis: RedisProcess, tmp_pat
         assert ack.status_code == 200  # the log takes it; folding it into Redis cannot
         r = await c.get("/v1/runs/r/prompts/p1")
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
+
+
+STALL_BOUND = 2.0  # docs/deployment.md: DEPO_REDIS_TIMEOUT_SECONDS (1.5 s) and the request's own
+
+
+async def test_a_stalled_redis_is_a_prompt_503_on_every_route(
+    redis_process: RedisProcess, tmp_path: Path
+) -> None:
+    """SIGSTOP: connections open and then nothing. No route waits past the bound."""
+    async with _service(redis_process, tmp_path) as c:
+        await make_dataset(c, "d", 40)
+        await make_run(c, "r", "d")
+        await _step(c, "r", 0, {})
+        calls: list[tuple[str, str, dict[str, object] | None, set[int]]] = [
+            ("POST", "/v1/runs/r/batches", {"step": 1, "size": 8}, {503}),
+            ("GET", "/v1/runs/r/prompts/p0", None, {503}),
+            ("GET", "/v1/runs/r/summary", None, {503}),
+            ("POST", "/v1/runs/r/predict", {"prompt_ids": ["p0", "p1"]}, {503}),
+            ("GET", "/admin/runs/r", None, {503}),
+            ("GET", "/readyz", None, {503}),
+            # what needs no stats still answers
+            ("POST", "/v1/runs/r/predict", {"texts": ["what is 2 + 2?"]}, {200}),
+            ("POST", "/v1/runs/r/outcomes", {"step": 1, "results": [_group("p5", 3)]}, {200}),
+            ("GET", "/v1/runs/r", None, {200}),
+            ("GET", "/v1/runs/r/predictor", None, {200}),
+            ("GET", "/v1/datasets/d", None, {200}),
+            ("GET", "/v1/datasets/d/prompts/p0", None, {200}),
+            ("POST", "/v1/datasets/d/prompts", {"prompts": [{"id": "new", "text": "t"}]}, {200}),
+            ("GET", "/healthz", None, {200}),
+            ("GET", "/metrics", None, {200}),
+        ]
+        assert redis_process.proc is not None
+        os.kill(redis_process.proc.pid, signal.SIGSTOP)
+        try:
+            for method, path, body, statuses in calls:
+                start = time.monotonic()
+                r = await c.request(method, path, json=body)
+                took = time.monotonic() - start
+                assert r.status_code in statuses, (method, path, r.status_code, r.text)
+                assert took < STALL_BOUND, (method, path, took)
+                if r.status_code == 503 and path != "/readyz":
+                    assert r.headers["retry-after"] == "1" and r.json()["type"] == "unavailable"
+        finally:
+            os.kill(redis_process.proc.pid, signal.SIGCONT)
+        served = await c.post("/v1/runs/r/batches", json={"step": 1, "size": 8})
+        assert served.status_code == 200, served.text
+        assert (await c.get("/readyz")).status_code == 200
+        stats = (await c.get("/v1/runs/r/prompts/p5")).json()
+        assert stats["observations"] >= 1  # the report taken during the stall is counted
+
+
+def _group(pid: str, k: int) -> dict[str, object]:
+    return {"prompt_id": pid, "rewards": [1.0] * k + [0.0] * (8 - k)}

@@ -17,7 +17,8 @@ from service.estimator.beta import (
     beta_posterior,
     p_mixed,
 )
-from service.hotstats.store import HotStore, MemoryHotStore, RedisHotStore
+from service.hotstats.store import START, HotStore, MemoryHotStore, RedisHotStore
+from service.hotstats.store import Position as P
 from tests.fixtures.backends import REDIS_URL
 
 
@@ -93,11 +94,12 @@ async def store(request: pytest.FixtureRequest) -> HotStore:
 
 async def test_apply_is_compare_and_set(store: HotStore) -> None:
     try:
-        assert await store.applied_seq(1) == 0
-        assert await store.apply(1, 0, 2, [(5, 0, 8, 3), (6, 0, 8, 8)], 1.0)
-        assert not await store.apply(1, 0, 3, [(5, 1, 8, 3)], 1.0), "stale writer must lose"
-        assert await store.applied_seq(1) == 2
-        assert await store.apply(1, 2, 3, [(5, 1, 8, 1)], 1.0)
+        assert await store.position(1) == START
+        assert await store.apply(1, START, P(2, "a"), [(5, 0, 8, 3), (6, 0, 8, 8)], 1.0)
+        assert not await store.apply(1, START, P(3, "b"), [(5, 1, 8, 3)], 1.0), "stale writer"
+        assert not await store.apply(1, P(2, "x"), P(3, "b"), [(5, 1, 8, 3)], 1.0), "other log"
+        assert await store.position(1) == P(2, "a")
+        assert await store.apply(1, P(2, "a"), P(3, "b"), [(5, 1, 8, 1)], 1.0)
         [s5, s6, s7] = await store.get_many(1, [5, 6, 7])
         assert s5 == PromptStats(2, 16, 4, 1, 4.0, 12.0)
         assert s6 is not None and s6.successes == 8 and s7 is None
@@ -107,8 +109,12 @@ async def test_apply_is_compare_and_set(store: HotStore) -> None:
             assert getattr(cols, name).tolist() == getattr(built, name).tolist(), name
         assert cols.groups.tolist() == [0, 2, 1] and cols.disc_failures.tolist() == [0, 12, 0]
         assert set((await store.get_all(1)).keys()) == {5, 6}
+        assert not await store.reset(1, P(3, "a")), "a reset is compare-and-set too"
+        assert await store.reset(1, P(3, "b"))
+        assert await store.position(1) == START and await store.get_all(1) == {}
+        assert await store.apply(1, START, P(1, "c"), [(5, 1, 8, 1)], 1.0)
         await store.flush()
-        assert await store.applied_seq(1) == 0 and await store.get_all(1) == {}
+        assert await store.position(1) == START and await store.get_all(1) == {}
     finally:
         await store.flush()
         await store.close()
@@ -118,7 +124,7 @@ async def test_get_columns_reads_past_the_scripts_chunk_of_4000(store: HotStore)
     """The Redis store reads many fields in chunks inside one script: no chunk edge may slip."""
     try:
         seen = [0, 3999, 4000, 8001, 9000]
-        assert await store.apply(1, 0, 1, [(i, 0, 8, 1 + i % 7) for i in seen], 1.0)
+        assert await store.apply(1, START, P(1, "t"), [(i, 0, 8, 1 + i % 7) for i in seen], 1.0)
         idxs = list(range(9001))
         cols = await store.get_columns(1, idxs)
         assert len(cols.seen) == 9001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -128,3 +129,58 @@ async def test_runs_from_before_tracking_keep_their_estimates(fresh: Settings) -
         new = (await c.post("/v1/runs", json=body)).json()["selection"]
     assert old["tracking"] is False
     assert new["tracking"] is True
+
+
+async def test_dedupe_keys_are_rewritten_so_old_groups_stay_counted_once(fresh: Settings) -> None:
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    await upgrade(fresh)
+    group = {"prompt_id": "p1", "rewards": [1.0, 0.0]}
+    async with _client(fresh) as c:
+        await c.post("/v1/datasets", json={"name": "d"})
+        prompts = [{"id": f"p{i}", "text": f"t{i}"} for i in range(4)]
+        await c.post("/v1/datasets/d/prompts", json={"prompts": prompts})
+        body = {"name": "r", "dataset": "d", "group_size": 2, "strategy": "uniform"}
+        assert (await c.post("/v1/runs", json=body)).status_code == 201
+        batch = (await c.post("/v1/runs/r/batches", json={"step": 2, "size": 4})).json()
+        sent = {"step": 2, "batch_id": batch["batch_id"], "results": [group]}
+        assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 1
+        sent = {"step": 3, "results": [group | {"prompt_id": "p2"}]}
+        assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 1
+    await asyncio.to_thread(command.downgrade, alembic_config(fresh), "9d4e6b1a2c07")
+    args = {"timeout": 60} if fresh.is_sqlite else {}
+    engine = create_async_engine(fresh.async_database_url, connect_args=args)
+    async with engine.begin() as conn:
+        keys = (await conn.execute(text("SELECT dedup_key FROM outcomes ORDER BY seq"))).scalars()
+        legacy = list(keys)
+        assert [k[:2] for k in legacy] == ["b:", "s:"]
+        # the old keys let the batch's group in twice: once more without its batch_id
+        await conn.execute(
+            text(
+                "INSERT INTO outcomes (run_id, seq, prompt_id, prompt_idx, step, dedup_key, "
+                "rewards, n, successes, reward_mean, reward_std, zero_variance, received_at) "
+                "SELECT run_id, 3, prompt_id, prompt_idx, step, 's:2:' || prompt_id, rewards, n, "
+                "successes, reward_mean, reward_std, zero_variance, received_at FROM outcomes "
+                "WHERE seq = 1"
+            )
+        )
+        await conn.execute(text("UPDATE runs SET outcome_seq = 3, groups = 3"))
+    await engine.dispose()  # its prepared statements know the old columns
+    await upgrade(fresh)
+    engine = create_async_engine(fresh.async_database_url, connect_args=args)
+    async with engine.begin() as conn:
+        keys = (await conn.execute(text("SELECT dedup_key FROM outcomes ORDER BY seq"))).scalars()
+        rewritten = list(keys)
+    await engine.dispose()
+    pk = legacy[0].rsplit(":", 1)[1]
+    assert rewritten[0] == f"g:2:{pk}:0" and rewritten[1].startswith("g:3:")
+    assert rewritten[2] == f"s:2:{pk}", "the old double keeps its key: no unique violation"
+    async with _client(fresh) as c:
+        for sent in (
+            {"step": 2, "results": [group]},
+            {"step": 2, "batch_id": batch["batch_id"], "results": [group]},
+            {"step": 3, "partition": "0", "results": [group | {"prompt_id": "p2"}]},
+        ):
+            assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 0

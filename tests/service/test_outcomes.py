@@ -92,3 +92,55 @@ async def test_the_log_is_written_by_copy_on_postgres_and_rolls_back_with_the_re
     r = await client.post(f"/v1/runs/r{uid}/outcomes", json=body)
     assert r.json() == {"accepted": 1, "duplicates": 0}, r.text
     assert [o.seq for o in await _logged(state, f"r{uid}")] == [1]
+
+
+async def test_a_group_counts_once_with_or_without_its_batch_id(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """The key is (step, partition, prompt): a batch's, or the report's own."""
+    await make_dataset(client, f"d{uid}", 10)
+    await make_run(client, f"r{uid}", f"d{uid}", group_size=4, strategy="uniform")
+    served = await client.post(
+        f"/v1/runs/r{uid}/batches", json={"step": 2, "size": 2, "partition": "1"}
+    )
+    batch = served.json()
+    pid = batch["prompts"][0]["id"]
+    group = [{"prompt_id": pid, "rewards": [1.0, 0.0, 0.0, 0.0]}]
+    with_id = {"step": 2, "batch_id": batch["batch_id"], "results": group}
+    without = {"step": 2, "partition": "1", "results": group}
+    for body, accepted in ((with_id, 1), (without, 0), (with_id, 0)):
+        ack = (await client.post(f"/v1/runs/r{uid}/outcomes", json=body)).json()
+        assert ack == {"accepted": accepted, "duplicates": 1 - accepted}, body
+    # sent first without, then with its batch: once as well
+    other = batch["prompts"][1]["id"]
+    group = [{"prompt_id": other, "rewards": [1.0, 1.0, 0.0, 0.0]}]
+    for body, accepted in (
+        ({"step": 2, "partition": "1", "results": group}, 1),
+        ({"step": 2, "batch_id": batch["batch_id"], "results": group}, 0),
+    ):
+        ack = (await client.post(f"/v1/runs/r{uid}/outcomes", json=body)).json()
+        assert ack["accepted"] == accepted, body
+    assert [(o.step, o.successes) for o in await _logged(state, f"r{uid}")] == [(2, 1), (2, 2)]
+    # a batch_id and another partition contradict each other
+    wrong = {"step": 2, "batch_id": batch["batch_id"], "partition": "0", "results": group}
+    r = await client.post(f"/v1/runs/r{uid}/outcomes", json=wrong)
+    assert r.status_code == 422 and r.json()["field"] == "partition"
+
+
+async def test_two_partitions_at_one_step_without_batch_ids_both_count(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    await make_dataset(client, f"d{uid}", 10)
+    await make_run(client, f"r{uid}", f"d{uid}", group_size=4)
+    for partition, k in (("0", 1), ("1", 3), ("1", 3), (None, 1)):
+        body: dict[str, Any] = {
+            "step": 7,
+            "results": [{"prompt_id": "p3", "rewards": [1.0] * k + [0.0] * (4 - k)}],
+        }
+        if partition is not None:
+            body["partition"] = partition
+        await client.post(f"/v1/runs/r{uid}/outcomes", json=body)
+    # partition 1's retry and the report without a partition (partition "0") are re-sends
+    assert [o.successes for o in await _logged(state, f"r{uid}")] == [1, 3]
+    stats = (await client.get(f"/v1/runs/r{uid}/prompts/p3")).json()
+    assert (stats["observations"], stats["successes"]) == (2, 4)
