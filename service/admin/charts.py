@@ -52,7 +52,7 @@ def _y_axis(top: float, fmt: Fmt, label: str) -> list[str]:
     return out
 
 
-def _frame(chart_id: str, title: str, x_label: str, parts: list[str]) -> str:
+def frame(chart_id: str, title: str, x_label: str, parts: list[str]) -> str:
     return (
         f'<figure class="chart" id="{escape(chart_id)}"><svg role="img" '
         f'aria-label="{escape(title)}" data-chart="{escape(chart_id)}" viewBox="0 0 {W} {H}" '
@@ -105,7 +105,7 @@ def histogram(
                 f'<text class="xtick" x="{cx:.1f}" y="{TOP + PH + 14}" '
                 f'text-anchor="middle">{rng}</text>'
             )
-    return _frame(chart_id, title, x_label, parts)
+    return frame(chart_id, title, x_label, parts)
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def steps(
     if reference is not None:
         legend.append(("ref", reference[1]))
     parts += _legend(legend)
-    return _frame(chart_id, title, x_label, parts)
+    return frame(chart_id, title, x_label, parts)
 
 
 def _split(pts: Sequence[tuple[int, float]], axis: StepAxis) -> list[list[tuple[int, float]]]:
@@ -330,4 +330,4 @@ def reliability(
             f'<text class="count" x="{x + r + 2:.1f}" y="{yy + 4:.1f}">{n:,}</text>'
         )
     parts += _legend([("ref", "perfect calibration")])
-    return _frame(chart_id, title, "predicted pass rate (bin mean)", parts)
+    return frame(chart_id, title, "predicted pass rate (bin mean)", parts)

@@ -7,10 +7,10 @@ from html import escape
 
 import numpy as np
 
-from service.admin import charts
+from service.admin import charts, heatmap
 from service.admin.pages import dataset_href, fmt, link, page, pct, run_href, table
 from service.admin.predictor import Reliability, VersionRow
-from service.admin.runlog import GROUPS, ROLLOUTS, ZERO, RunTotals
+from service.admin.runlog import BINS, GROUPS, HIST, ROLLOUTS, ZERO, RunTotals
 from service.admin.service import PoolView, Savings
 from service.models import Run
 
@@ -115,6 +115,7 @@ def render(
         + _savings(saved)
         + "<h2>Difficulty</h2>"
         + _difficulty(t, view, prompts_seen)
+        + _moved(t, run.group_size)
         + "<h2>Predictor</h2>"
         + _predictor(versions, rel)
     )
@@ -223,6 +224,25 @@ def _difficulty(t: RunTotals, view: PoolView, seen: int) -> str:
         x_label="estimated pass rate (prior plus history)",
     )
     return f'<div class="grid2">{observed}{estimated}</div>'
+
+
+def _moved(t: RunTotals, group_size: int) -> str:
+    chart = heatmap.heatmap(
+        [int(s) for s in t.steps],
+        t.table[:, HIST : HIST + BINS].tolist(),
+        chart_id="pass-rate-by-step",
+        title="groups by pass rate and step (colour: share of the column's groups)",
+        group_size=group_size,
+    )
+    return (
+        f'<div class="grid2">{chart}</div><p class="note">How the difficulty of what was '
+        "served moved over the run: each column is a range of steps (every step of the run, "
+        "summed into ranges at least 4 px wide), each row a pass-rate bin of the groups "
+        "(successes / G); a cell's colour is its share of that column's groups, the legend "
+        "counts the groups in each colour and the tooltip gives each cell's count. Rows no k of "
+        "G can land in are left out. These are the groups' observed pass rates, not the "
+        "estimates of the whole pool at the time (those are not kept per step).</p>"
+    )
 
 
 def _predictor(versions: Sequence[VersionRow], rel: Reliability | None) -> str:

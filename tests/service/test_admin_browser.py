@@ -19,6 +19,7 @@ import pytest
 
 from tests.fixtures.admin_seed import NASTY, Seeded, seed
 from tests.fixtures.live import REPO_ROOT, LiveServer
+from tests.service.test_admin_heatmap import check_cells, logged
 
 pytestmark = pytest.mark.slow  # a server process and a browser: about 15-25 s
 
@@ -95,6 +96,34 @@ def marks(driver: Any, chart: str, css: str) -> list[Any]:
     return driver.find_elements(By.CSS_SELECTOR, f"svg[data-chart='{chart}'] {css}:not(.key)")
 
 
+ATTRS = """return Array.from(document.querySelectorAll(arguments[0])).map(
+    e => Object.fromEntries(Array.from(e.attributes).map(x => [x.name, x.value])))"""
+
+
+def check_heatmap(d: Any, a: Seeded, summary: dict[str, Any]) -> None:
+    """Every cell against the groups sent; columns and all-fail/all-pass cells against the API."""
+    chart = "svg[data-chart='pass-rate-by-step']"
+    cells = d.execute_script(ATTRS, f"{chart} rect.cell")
+    legend = [int(g["data-groups"]) for g in d.execute_script(ATTRS, f"{chart} g.band")]
+    check_cells(a.steps, logged(a, 4), cells, legend)
+    assert sum(legend) == summary["groups"]
+    for x in summary["zero_variance_by_step"]:  # few steps here: one column each
+        mine = [c for c in cells if c["data-from"] == c["data-to"] == str(x["step"])]
+        assert sum(int(c["data-count"]) for c in mine) == x["groups"]
+        edge = sum(int(c["data-count"]) for c in mine if c["data-lo"] in ("0", "0.9"))
+        assert edge == round(x["zero_variance_share"] * x["groups"])
+    assert len(marks(d, "pass-rate-by-step", "text.ytick")) == 5  # 0..4 of G = 4
+    gap = marks(d, "pass-rate-by-step", "g.gap")
+    assert [(g.get_attribute("data-from"), g.get_attribute("data-to")) for g in gap] == [
+        ("59", "400")
+    ]
+    svg = d.find_element(By.CSS_SELECTOR, chart).rect
+    last = d.find_element(By.CSS_SELECTOR, f"{chart} rect.cell[data-from='400']").rect
+    first = d.find_element(By.CSS_SELECTOR, f"{chart} rect.cell[data-from='0']").rect
+    assert first["width"] > 2 and last["width"] > 2  # drawn, not hairlines
+    assert last["x"] - first["x"] > 0.6 * svg["width"]  # the outlier does not squeeze the rest
+
+
 def test_pages_in_chromium(browser: Any, site: tuple[str, Seeded, Seeded]) -> None:
     url, a, b = site
     d = browser
@@ -124,6 +153,7 @@ def test_pages_in_chromium(browser: Any, site: tuple[str, Seeded, Seeded]) -> No
     ]
     assert len(marks(d, "observed-pass-rate", "text.xtick")) == 10
     assert len(marks(d, "estimated-pass-rate", "text.ytick")) == 5
+    check_heatmap(d, a, summary)
     assert d.find_element(By.ID, "saved-uniform").text.replace(",", "").lstrip("-").isdigit()
     shoot(d, "run")
 
