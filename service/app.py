@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jobs=jobs,
             refit_min_seconds=settings.refit_min_seconds,
             threads=settings.fit_threads,
+            metrics=metrics,
         )
         app.state.depo = AppState(
             settings=settings,

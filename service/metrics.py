@@ -35,3 +35,21 @@ class Metrics:
             ["run"],
             registry=self.registry,
         )
+        self.fit_duration = Histogram(
+            "depo_fit_duration_seconds",
+            "Wall time of a background predictor fit, from reading its inputs to storing it",
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+        )
+        self.fit_lag_groups = Histogram(
+            "depo_fit_lag_groups",
+            "Outcome groups logged while a fit ran: what its version misses when it lands",
+            registry=self.registry,
+            buckets=(0, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
+        )
+        self.predictor_version = Gauge(
+            "depo_predictor_version",
+            "Newest predictor version a run has stored",
+            ["run"],
+            registry=self.registry,
+        )

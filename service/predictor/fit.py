@@ -31,6 +31,7 @@ from service.estimator.prior import Prior, prior_pseudo_counts
 from service.hotstats.catch_up import catch_up
 from service.hotstats.store import HotStore
 from service.jobs import Jobs
+from service.metrics import Metrics
 from service.models import Dataset, Outcome, PredictorVersion, Run
 from service.policy import SelectionConfig
 from service.predictor import tracking, versions
@@ -72,6 +73,7 @@ class FitJobs:
     jobs: Jobs
     refit_min_seconds: float
     threads: int
+    metrics: Metrics
 
     def schedule(self, run_id: int) -> None:
         """Start the run's fit job; a request while it runs makes it check once more."""
@@ -128,6 +130,7 @@ class FitJobs:
         }
         version = await self._store(job, state, prior, blob)
         if version is not None:
+            await self._observe(job, version, time.perf_counter() - t0)
             log.info(
                 "run %s: predictor v%d on %d outcomes (%d prompts) in %.2f s",
                 run_id,
@@ -182,6 +185,14 @@ class FitJobs:
             logprobs=await _mean_logprobs(session, run.id),
             step=max(run.max_step, 0),
         )
+
+    async def _observe(self, job: _Job, version: int, seconds: float) -> None:
+        """Fit time, and how far the log moved on while it ran, for the dashboards."""
+        async with self.read_sessionmaker() as session:
+            run = await session.get_one(Run, job.run_id)
+        self.metrics.fit_duration.observe(seconds)
+        self.metrics.fit_lag_groups.observe(max(run.outcome_seq - job.target, 0))
+        self.metrics.predictor_version.labels(run=run.name).set(version)
 
     async def _store(
         self, job: _Job, state: PredictorState, prior: F32, blob: bytes | None

@@ -498,3 +498,23 @@ async def test_a_refit_due_too_soon_runs_once_the_wait_is_over(
             await asyncio.sleep(0.2)
             info = (await client.get(f"/v1/runs/{run}/predictor")).json()
         assert info["version"] == 2 and info["trained_on"] == 160, info
+
+
+async def test_a_fit_shows_on_metrics(client: httpx.AsyncClient, state: AppState, uid: str) -> None:
+    """Fit time, the groups a landing version missed, and the version reach /metrics."""
+    from sqlalchemy import select
+
+    from service.models import Run
+
+    _, run = await _setup(client, state, uid, 300, 200, "ngrams")
+    async with state.sessionmaker() as s:
+        rid = (await s.execute(select(Run.id).where(Run.name == run))).scalar_one()
+    before = state.metrics.fit_duration.collect()[0].samples
+    count0 = next(x.value for x in before if x.name.endswith("_count"))
+    version = await state.fits.maybe_fit(rid, force=True)
+    assert version is not None
+    text = (await client.get("/metrics")).text
+    assert f'depo_predictor_version{{run="{run}"}} {float(version)}' in text
+    after = state.metrics.fit_duration.collect()[0].samples
+    assert next(x.value for x in after if x.name.endswith("_count")) == count0 + 1
+    assert "depo_fit_lag_groups_count" in text
