@@ -51,16 +51,36 @@ def _outcome_rows(groups: int, prompts: int, pk_of: dict[int, int], seed: int = 
         std = (mean * (1 - mean)) ** 0.5
         out.append(
             (
-                s, pk_of[i], i, st, f"bench-{s}", json.dumps(rewards), G, kk, mean, std,
-                kk in (0, G), now,
+                s,
+                pk_of[i],
+                i,
+                st,
+                f"bench-{s}",
+                json.dumps(rewards),
+                G,
+                kk,
+                mean,
+                std,
+                kk in (0, G),
+                now,
             )
         )
     return out
 
 
 COLUMNS = (
-    "seq", "prompt_id", "prompt_idx", "step", "dedup_key", "rewards", "n", "successes",
-    "reward_mean", "reward_std", "zero_variance", "received_at",
+    "seq",
+    "prompt_id",
+    "prompt_idx",
+    "step",
+    "dedup_key",
+    "rewards",
+    "n",
+    "successes",
+    "reward_mean",
+    "reward_std",
+    "zero_variance",
+    "received_at",
 )
 
 
@@ -106,7 +126,12 @@ async def _seed_pg(url: str, run: str, groups: int, prompts: int) -> None:
         await con.execute(
             "UPDATE runs SET outcome_seq=$1, groups=$1, rollouts=$2, successes=$3, "
             "zero_variance_groups=$4, max_step=$5 WHERE id=$6",
-            len(rows), G * len(rows), sum(r[7] for r in rows), zero, rows[-1][3], run_id,
+            len(rows),
+            G * len(rows),
+            sum(r[7] for r in rows),
+            zero,
+            rows[-1][3],
+            run_id,
         )
         await con.execute("ANALYZE outcomes")
     finally:
@@ -187,8 +212,11 @@ def main() -> None:
         db = f"depo_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
         db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db
-        env |= {"DEPO_DATABASE_URL": db_url, "DEPO_REDIS_URL": REDIS_URL,
-                "DEPO_REDIS_PREFIX": f"depobench-{db}"}
+        env |= {
+            "DEPO_DATABASE_URL": db_url,
+            "DEPO_REDIS_URL": REDIS_URL,
+            "DEPO_REDIS_PREFIX": f"depobench-{db}",
+        }
     try:
         with serve("embedded", env=env) as url:
             ds = f"pages-{uuid.uuid4().hex[:6]}"
@@ -208,7 +236,9 @@ def main() -> None:
             _time_pages(url, big, small, ds, args.repeats)
     finally:
         if db_url is not None:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+            asyncio.run(
+                _admin(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            )
 
 
 if __name__ == "__main__":
