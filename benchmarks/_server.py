@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,9 +41,15 @@ async def _admin(sql: str) -> None:
 
 @contextlib.contextmanager
 def serve(
-    backend: str = "embedded", log_level: str = "warning", env: dict[str, str] | None = None
+    backend: str = "embedded",
+    log_level: str = "warning",
+    env: dict[str, str] | None = None,
+    repo: Path = REPO,
 ) -> Iterator[str]:
-    """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis)."""
+    """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis).
+
+    `repo`: the source tree the server runs from (another commit's, to compare against).
+    """
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="depo-")
     extra = env or {}
@@ -59,7 +66,7 @@ def serve(
         env["DEPO_REDIS_PREFIX"] = f"depobench-{db}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", log_level],
-        cwd=REPO,
+        cwd=repo,
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -80,3 +87,17 @@ def serve(
         proc.wait(timeout=30)
         if db is not None:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """A throwaway copy of the source tree at `rev` (git archive), for a server to run from."""
+    out = Path(tempfile.mkdtemp(prefix=f"depo-{rev[:12]}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "x", "-C", str(out)], input=archive, check=True)
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

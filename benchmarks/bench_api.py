@@ -2,6 +2,8 @@
 
 Run: `make bench` or `.venv/bin/python -m benchmarks.bench_api [--backend postgres|embedded]`.
 Prints a markdown table with p50/p95 per call and the targets from the foundation issue.
+`--against REV --rounds N` times the training step of this tree and of commit REV, alternating
+N times in one run (each round a fresh server and database), and prints both.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
-from benchmarks._server import serve
+from benchmarks._server import REPO, checkout, serve
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -50,10 +53,11 @@ def run(
     embed_n: int,
     embedder: str | None = None,
     selection: dict[str, object] | None = None,
+    repo: Path = REPO,
 ) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     rng = random.Random(0)
-    with serve(backend) as url, httpx.Client(base_url=url, timeout=120) as c:
+    with serve(backend, repo=repo) as url, httpx.Client(base_url=url, timeout=120) as c:
         for embedder in ("hashing", "ngrams") if embed_n else ():
             t = embed_time(c, embed_n, embedder)
             rows.append(
@@ -159,6 +163,38 @@ def run(
     return rows
 
 
+STEP_ROWS = ("POST /batches", "POST /outcomes, the batch", "service time per step")
+
+
+def compare(args: argparse.Namespace, selection: dict[str, object]) -> None:
+    """This tree against `--against`, alternating, so both meet the same machine load."""
+    table: list[tuple[str, int, list[tuple[str, str, str, str]]]] = []
+    with checkout(args.against) as other:
+        for r in range(args.rounds):
+            for name, repo in (("this tree", REPO), (args.against, other)):
+                print(f"round {r + 1}/{args.rounds}: {name}", file=sys.stderr)
+                rows = run(
+                    args.backend,
+                    args.pool,
+                    args.repeats,
+                    args.size,
+                    0,
+                    args.embedder,
+                    selection,
+                    repo,
+                )
+                table.append((name, r + 1, [x for x in rows if x[0].startswith(STEP_ROWS)]))
+    print(
+        f"\n### training step, this tree against {args.against} ({args.backend}, pool "
+        f"{args.pool:,}, batch {args.size}, {args.repeats} steps a round)\n"
+    )
+    print("| tree | round | POST /batches p50 | its outcomes p50 | step p50 | step p95 |")
+    print("|---|---|---|---|---|---|")
+    for name, r, rows in table:
+        b, o, st = rows
+        print(f"| {name} | {r} | {b[1]} | {o[1]} | {st[1]} | {st[2]} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,7 +212,12 @@ def main() -> None:
         default="{}",
         help="JSON for the run's selection, e.g. '{\"oversample\": 32}' (the efficacy setting)",
     )
+    ap.add_argument("--against", default=None, help="a git revision to compare the step with")
+    ap.add_argument("--rounds", type=int, default=2, help="with --against: rounds per tree")
     args = ap.parse_args()
+    if args.against:
+        compare(args, json.loads(args.selection))
+        return
     rows = run(
         args.backend,
         args.pool,
