@@ -40,9 +40,15 @@ async def _admin(sql: str) -> None:
 
 @contextlib.contextmanager
 def serve(
-    backend: str = "embedded", log_level: str = "warning", env: dict[str, str] | None = None
+    backend: str = "embedded",
+    log_level: str = "warning",
+    env: dict[str, str] | None = None,
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis)."""
+    """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis).
+
+    `pids`, when given, receives the server's process id (to read its memory).
+    """
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="depo-")
     extra = env or {}
@@ -62,6 +68,8 @@ def serve(
         cwd=REPO,
         env=env,
     )
+    if pids is not None:
+        pids.append(proc.pid)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

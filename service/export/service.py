@@ -197,20 +197,24 @@ class Exporter:
     async def _rows(self, idxs: Sequence[int]) -> dict[int, tuple[str, Any, str | None]]:
         """Client id, metadata and (if asked) text of these prompts, in one short session."""
         cols: list[Any] = [Prompt.idx, Prompt.client_id]
-        cols.append(Prompt.meta if self.q.include_metadata else None)
-        if self.q.include_text:
-            cols.append(Prompt.text)
-        cols = [c for c in cols if c is not None]
+        cols += [Prompt.meta] if self.q.include_metadata else []
+        cols += [Prompt.text] if self.q.include_text else []
         async with session_scope(self.sessionmaker) as session:
             stmt = select(*cols).where(Prompt.dataset_id == self.dataset_id)
-            contiguous = idxs and idxs[-1] - idxs[0] == len(idxs) - 1 and _sorted(idxs)
-            if contiguous:
+            if _sorted(idxs) and idxs[-1] - idxs[0] < self.q.chunk:
+                # a filtered scan chunk: its idx range, the rows filtered out read and dropped
                 stmt = stmt.where(Prompt.idx >= idxs[0], Prompt.idx <= idxs[-1])
             else:
-                stmt = stmt.where(one_of(session, Prompt.idx, list(idxs)))
+                # padded to one length: one SQL text, where SQLite would prepare (and cache)
+                # a statement per IN-list length, tens of MB over an ordered export
+                padded = [*idxs, *[idxs[-1]] * (self.q.chunk - len(idxs))]
+                stmt = stmt.where(one_of(session, Prompt.idx, padded))
             result = await session.execute(stmt)
             out: dict[int, tuple[str, Any, str | None]] = {}
+            wanted = set(idxs)
             for r in result:
+                if r.idx not in wanted:
+                    continue
                 meta = r.meta if self.q.include_metadata else None
                 text = r.text if self.q.include_text else None
                 out[r.idx] = (r.client_id, meta, text)
@@ -218,7 +222,7 @@ class Exporter:
 
 
 def _sorted(xs: Sequence[int]) -> bool:
-    return all(a < b for a, b in itertools.pairwise(xs))
+    return len(xs) > 0 and all(a < b for a, b in itertools.pairwise(xs))
 
 
 def _best(keys: list[F64], ids: list[I64], limit: int) -> tuple[F64, I64]:
