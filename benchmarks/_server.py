@@ -45,10 +45,12 @@ def serve(
     log_level: str = "warning",
     env: dict[str, str] | None = None,
     repo: Path = REPO,
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis).
 
     `repo`: the source tree the server runs from (another commit's, to compare against).
+    `pids`, when given, receives the server's process id (to read its memory).
     """
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="depo-")
@@ -69,6 +71,8 @@ def serve(
         cwd=repo,
         env=env,
     )
+    if pids is not None:
+        pids.append(proc.pid)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

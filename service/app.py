@@ -22,6 +22,7 @@ from service.db import create_engine, create_sessionmaker
 from service.deps import require_api_key, storable_path
 from service.embedding import Embedders, EmbeddingJobs
 from service.estimator.model import warmup
+from service.export.router import router as export_router
 from service.hotstats.store import create_store
 from service.jobs import Jobs
 from service.metrics import Metrics
@@ -31,6 +32,7 @@ from service.outcomes.router import router as outcomes_router
 from service.predictions.router import router as predictor_router
 from service.predictor.cache import PredictorCache
 from service.predictor.fit import FitJobs
+from service.routing.router import router as routing_router
 from service.runs.router import router as runs_router
 from service.state import AppState
 from service.stats.router import router as stats_router
@@ -118,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outcomes_router,
         stats_router,
         predictor_router,
+        export_router,
+        routing_router,
     )
     for router in routers:
         v1.include_router(router)

@@ -1,4 +1,4 @@
-"""`depo` command line: serve, migrate, and settings (the DEPO_* and per-run settings reference)."""
+"""`depo` command line: serve, migrate, settings (DEPO_* and run settings reference), export."""
 
 from __future__ import annotations
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the settings reference instead (docs/configuration.md is this output)",
     )
 
+    from service.export import command as export_command
+
+    export_command.add_parser(sub)
     return parser
 
 
@@ -213,6 +216,10 @@ def _without_password(url: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from service.export import command as export_command
+
+        return export_command.run(args)
     if args.command == "settings":
         if args.markdown:
             print(settings_markdown(), end="")

@@ -13,6 +13,7 @@ for step in range(steps):
 from depo_client._async_client import AsyncDepoClient
 from depo_client._base import TEXTS_PER_REQUEST
 from depo_client._client import DepoClient
+from depo_client._curation import ExportResult, ExportRow, RoutedItem, Routing, TierShare
 from depo_client._exceptions import (
     UNREACHABLE,
     APIError,
@@ -66,6 +67,8 @@ __all__ = [
     "DepoClient",
     "DepoError",
     "Estimate",
+    "ExportResult",
+    "ExportRow",
     "GroupResult",
     "HistogramBin",
     "HistoryEntry",
@@ -79,12 +82,15 @@ __all__ = [
     "Prompt",
     "PromptStats",
     "RetryPolicy",
+    "RoutedItem",
+    "Routing",
     "Run",
     "ServedPrompt",
     "ServiceUnavailable",
     "Spool",
     "StepShare",
     "Summary",
+    "TierShare",
     "TransportError",
     "Unauthorized",
     "UploadResult",

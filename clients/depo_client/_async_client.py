@@ -6,11 +6,14 @@ Kept in step with `_client.py` by hand; the differences are `await` and `asyncio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -25,6 +28,17 @@ from depo_client._base import (
     results_json,
     run_body,
     total_of,
+)
+from depo_client._curation import (
+    ExportResult,
+    ExportRow,
+    Routing,
+    TierLike,
+    count_rows,
+    expected_rows,
+    export_format,
+    export_params,
+    tiers_json,
 )
 from depo_client._exceptions import PayloadTooLarge, TransportError, error_from_response
 from depo_client._models import (
@@ -287,3 +301,149 @@ class AsyncDepoClient:
             "GET", f"/v1/runs/{run}/summary", params={"bins": bins, "last_steps": last_steps}
         )
         return Summary.from_json(data)
+
+    async def route(
+        self,
+        run: str,
+        tiers: Sequence[TierLike],
+        *,
+        prompt_ids: Sequence[str] | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> Routing:
+        """A tier per query by predicted difficulty (1 - pass rate), cheapest tier first.
+
+        `tiers`: `[("small", 0.75), ("large", None)]` or `{"name", "max_difficulty"}` dicts;
+        a query goes to the first tier whose `max_difficulty` it does not exceed. Raw texts go
+        in chunks of `TEXTS_PER_REQUEST`; the shares are then over all of them.
+        """
+        body_tiers = tiers_json(tiers)
+        parts = [
+            await self.request("POST", f"/v1/runs/{run}/route", json={**body, "tiers": body_tiers})
+            for body in predict_bodies(prompt_ids, texts)
+        ]
+        return Routing.from_chunks(parts)
+
+    # -- export --------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _stream(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[httpx.Response]:
+        """A streamed GET, retried like `request` until the response starts."""
+        attempts = Attempts(self._settings.retry)
+        while True:
+            attempts.attempt += 1
+            try:
+                async with self._http.stream(
+                    "GET", path, params=params, timeout=self._settings.timeout
+                ) as resp:
+                    if resp.status_code in self._settings.retry.retry_statuses:
+                        wait = attempts.next_wait(retry_after_seconds(resp))
+                        if wait is not None:
+                            await asyncio.sleep(wait)
+                            continue
+                    if not resp.is_success:
+                        await resp.aread()
+                        raise error_from_response(resp)
+                    yield resp
+                    return
+            except httpx.TransportError as exc:
+                wait = attempts.next_wait()
+                if wait is None:
+                    raise TransportError(
+                        f"GET {self.base_url}{path} failed after {attempts.attempt} "
+                        f"attempt(s): {exc!r}"
+                    ) from exc
+                await asyncio.sleep(wait)
+
+    async def export(
+        self,
+        run: str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        format: str | None = None,
+        min_pass_rate: float | None = None,
+        max_pass_rate: float | None = None,
+        min_p_informative: float | None = None,
+        seen: bool | None = None,
+        limit: int | None = None,
+        order_by: str | None = None,
+        descending: bool = False,
+        include_text: bool = False,
+        include_metadata: bool = True,
+        progress: bool = True,
+    ) -> ExportResult:
+        """Write the run's per-prompt estimates to a file (`jsonl`, `csv` or `parquet`).
+
+        The format defaults to the file name's suffix. A path is written as `<path>.part` and
+        renamed when the export is complete, so a cut connection never leaves a partial file.
+        """
+        target = Path(dest) if isinstance(dest, str | os.PathLike) else None
+        fmt = export_format(target, format)
+        params = export_params(
+            fmt,
+            min_pass_rate=min_pass_rate,
+            max_pass_rate=max_pass_rate,
+            min_p_informative=min_p_informative,
+            seen=seen,
+            limit=limit,
+            order_by=order_by,
+            descending=descending,
+            include_text=include_text,
+            include_metadata=include_metadata,
+        )
+        part = target.with_name(target.name + ".part") if target is not None else None
+        written = rows = 0
+        async with self._stream(f"/v1/runs/{run}/export", params) as resp:
+            version = resp.headers.get("x-depo-model-version") or None
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(part.open("wb")) if part is not None else dest
+                assert not isinstance(out, str | os.PathLike)
+                bar = stack.enter_context(
+                    Progress(expected_rows(params, resp.headers), f"export {run}", progress)
+                )
+                async for data in resp.aiter_bytes():
+                    out.write(data)
+                    written += len(data)
+                    n = count_rows(fmt, data)
+                    rows += n
+                    bar.update(n)
+        if part is not None and target is not None:
+            part.replace(target)
+        return ExportResult(
+            path=target,
+            format=fmt,
+            rows=None if fmt == "parquet" else rows - (1 if fmt == "csv" else 0),
+            bytes=written,
+            model_version=None if version is None else int(version),
+        )
+
+    async def export_rows(
+        self,
+        run: str,
+        *,
+        min_pass_rate: float | None = None,
+        max_pass_rate: float | None = None,
+        min_p_informative: float | None = None,
+        seen: bool | None = None,
+        limit: int | None = None,
+        order_by: str | None = None,
+        descending: bool = False,
+        include_text: bool = False,
+        include_metadata: bool = True,
+    ) -> AsyncIterator[ExportRow]:
+        """The export as rows, parsed as they stream in (memory stays flat on both sides)."""
+        params = export_params(
+            "jsonl",
+            min_pass_rate=min_pass_rate,
+            max_pass_rate=max_pass_rate,
+            min_p_informative=min_p_informative,
+            seen=seen,
+            limit=limit,
+            order_by=order_by,
+            descending=descending,
+            include_text=include_text,
+            include_metadata=include_metadata,
+        )
+        async with self._stream(f"/v1/runs/{run}/export", params) as resp:
+            async for line in resp.aiter_lines():
+                if line:
+                    yield ExportRow.from_line(line)
