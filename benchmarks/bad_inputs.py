@@ -79,7 +79,10 @@ def _post(name: str, path: str, obj: Any) -> Case:
 def corpus(ds: str, run: str, batch_id: str) -> list[Case]:
     """Every case must be refused: a 2xx here is a bad input the service took."""
     upload = f"/v1/datasets/{ds}/prompts"
-    outcomes, batches, predict = (f"/v1/runs/{run}/{x}" for x in ("outcomes", "batches", "predict"))
+    outcomes, batches, predict, route, export = (
+        f"/v1/runs/{run}/{x}" for x in ("outcomes", "batches", "predict", "route", "export")
+    )
+    tiers = [{"name": "small", "max_difficulty": 0.75}, {"name": "large"}]
     run_body = {"name": f"new-{run}", "dataset": ds, "group_size": 8}
     group = {"prompt_id": "p1", "rewards": [1.0, 0.0]}
     cases: list[Case] = []
@@ -112,6 +115,8 @@ def corpus(ds: str, run: str, batch_id: str) -> list[Case]:
         )
         add(_post(f"predict prompt_ids {i}", predict, {"prompt_ids": ["p1", s]}))
         add(_post(f"predict texts {i}", predict, {"texts": [s]}))
+        add(_post(f"route texts {i}", route, {"tiers": tiers, "texts": [s]}))
+        add(_post(f"route tier name {i}", route, {"tiers": [{"name": s}], "prompt_ids": ["p1"]}))
     for i, s in enumerate(ODD):  # valid Unicode, looked up and not found, or not a name
         add(
             _post(
@@ -142,6 +147,8 @@ def corpus(ds: str, run: str, batch_id: str) -> list[Case]:
         ("GET", "/v1/runs/{x}/summary"),
         ("POST", "/v1/runs/{x}/predict"),
         ("GET", "/v1/runs/{x}/predictor"),
+        ("POST", "/v1/runs/{x}/route"),
+        ("GET", "/v1/runs/{x}/export"),
         ("GET", "/admin/runs/{x}"),
     ]
     path_bodies = {
@@ -149,6 +156,7 @@ def corpus(ds: str, run: str, batch_id: str) -> list[Case]:
         "batches": {"step": 9, "size": 2},
         "outcomes": {"step": 9, "results": [group]},
         "predict": {"prompt_ids": ["p1"]},
+        "route": {"tiers": tiers, "prompt_ids": ["p1"]},
     }
     for method, template in templates:
         body = path_bodies.get(template.rsplit("/", 1)[-1])
@@ -316,6 +324,34 @@ def corpus(ds: str, run: str, batch_id: str) -> list[Case]:
             {"step": 9, "results": [{"prompt_id": "p1", "rewards": [1.0] * 1025}]},
         )
     )
+    for q in (
+        "format=xml",
+        "min_pass_rate=2",
+        "min_pass_rate=0.8&max_pass_rate=0.2",
+        "min_p_informative=-1",
+        "limit=-1",
+        "limit=10000000000000000000000",
+        "order_by=idx%00",
+        "order_by=bogus&limit=5",
+        "order_by=pass_rate",
+        "seen=maybe",
+        "chunk=0",
+        "no_such_filter=1",
+        "min_pass_rate=nan",
+    ):
+        add(Case(f"export {q}", "GET", f"{export}?{q}", None))
+    for name, bad_tiers in (
+        ("unsorted", [{"name": "a", "max_difficulty": 0.9}, {"name": "b", "max_difficulty": 0.1}]),
+        ("duplicate", [{"name": "a", "max_difficulty": 0.5}, {"name": "a"}]),
+        ("out of range", [{"name": "a", "max_difficulty": 1.5}]),
+        ("unbounded first", [{"name": "a"}, {"name": "b", "max_difficulty": 0.5}]),
+        ("none", []),
+        ("not a list", {"name": "a"}),
+        ("nan", [{"name": "a", "max_difficulty": "NaN"}]),
+    ):
+        add(_post(f"route tiers {name}", route, {"tiers": bad_tiers, "prompt_ids": ["p1"]}))
+    add(_post("route both", route, {"tiers": tiers, "prompt_ids": ["p1"], "texts": ["t"]}))
+    add(_post("route neither", route, {"tiers": tiers}))
     add(_post("huge text", upload, {"prompts": [{"id": "h", "text": "x" * 200_001}]}))
     add(_post("huge id", upload, {"prompts": [{"id": "x" * 513, "text": "t"}]}))
     add(

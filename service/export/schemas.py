@@ -27,7 +27,7 @@ class ExportQuery(BaseModel):
     seen: bool | None = Field(
         None, description="true: prompts with at least one group; false: none yet; unset: all"
     )
-    limit: int | None = Field(None, ge=1, description="at most this many rows")
+    limit: int | None = Field(None, ge=1, le=2**31 - 1, description="at most this many rows")
     order_by: OrderKey = Field("idx", description="the key `limit` keeps the first rows of")
     descending: bool = False
     include_text: bool = False
