@@ -178,6 +178,7 @@ class Ledger:
     done: threading.Event = field(default_factory=threading.Event)
     go: threading.Event = field(default_factory=threading.Event)  # cleared: trainers hold
     holding: int = 0
+    faults_pending: int = 0  # the run goes on past the target until every fault was injected
 
     def record(self, groups: dict[Key, list[float]], accepted: int, duplicates: int) -> None:
         with self.lock:
@@ -185,7 +186,13 @@ class Ledger:
             self.answer_lost += duplicates
             for key, rewards in groups.items():
                 self.acked.setdefault(key, rewards)
-            if len(self.acked) >= self.target:
+            if len(self.acked) >= self.target and not self.faults_pending:
+                self.done.set()
+
+    def fault_done(self) -> None:
+        with self.lock:
+            self.faults_pending -= 1
+            if len(self.acked) >= self.target and not self.faults_pending:
                 self.done.set()
 
     def hold_here(self) -> None:
@@ -297,6 +304,7 @@ def inject(
         time.sleep(rng.uniform(0.2, 1.0))
         cluster.restart(what)
         done.append(what)
+        ledger.fault_done()
         print(
             f"  {time.monotonic() - t0:6.1f} s: {what} killed -9 and restarted "
             f"at {ledger.count:,} groups",
@@ -480,7 +488,7 @@ def probe(
         raise ValueError("pool must hold at least two batches per trainer")
     t0 = time.perf_counter()
     run = "durability"
-    ledger = Ledger(target=groups)
+    ledger = Ledger(target=groups, faults_pending=len(faults))
     with Cluster(pg_admin_url).running() as cluster, DepoClient(cluster.url, api_key="") as admin:
         admin.create_dataset("durability", embedder="hashing")
         prompts = [f"p{i}" for i in range(pool)]
