@@ -7,7 +7,7 @@ import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common import storable
@@ -116,9 +116,20 @@ def scope_for(principal: Principal | None, requested: str | None) -> Scope:
 
 
 async def get_scope(
-    request: Request, principal: Annotated[Principal | None, Depends(authenticate)]
+    principal: Annotated[Principal | None, Depends(authenticate)],
+    namespace: Annotated[
+        str | None,
+        Header(
+            alias="X-Depo-Namespace",
+            description=(
+                "the namespace to create in and look names up in; a namespace key may name "
+                "only its own, an admin key any (without it: its own first, then the one "
+                "other namespace holding the name)"
+            ),
+        ),
+    ] = None,
 ) -> Scope:
-    return scope_for(principal, request.headers.get(NAMESPACE_HEADER))
+    return scope_for(principal, namespace)
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
