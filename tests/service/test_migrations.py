@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -75,7 +76,18 @@ async def _downgrade(settings: Settings, revision: str) -> None:
 
     from service.migrate import alembic_config
 
+    if settings.is_sqlite:  # a closed app's embedding pass may still be finishing a write
+        await asyncio.to_thread(_wait_for_the_write_lock, settings)
     await asyncio.to_thread(command.downgrade, alembic_config(settings), revision)
+
+
+def _wait_for_the_write_lock(settings: Settings) -> None:
+    conn = sqlite3.connect(settings.data_dir / "depo.db", timeout=60)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+    finally:
+        conn.close()
 
 
 async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> None:

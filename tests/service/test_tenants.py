@@ -136,6 +136,7 @@ async def test_another_namespace_is_404_on_every_route(tenant: Tenant) -> None:
         index_b = (await b.get("/admin/", headers=_basic(key_b))).text
         assert 'data-run="r2"' in index_a and 'data-run="r2"' not in index_b
         assert "team-b" not in index_a and "team-a" not in index_b
+        assert (await b.get("/metrics")).status_code == 403, "its labels name A's runs"
         # a namespace key may not name another namespace
         r = await b.get("/v1/runs/r", headers={"X-Depo-Namespace": "team-a"})
         assert r.status_code == 403 and r.json()["field"] == "namespace"
@@ -157,6 +158,7 @@ async def test_an_admin_key_sees_every_namespace(tenant: Tenant) -> None:
         for ns, g in (("team-a", 2), ("team-b", 4)):
             r = await o.get("/v1/runs/same", headers={"X-Depo-Namespace": ns})
             assert r.json()["group_size"] == g
+        assert (await o.get("/metrics")).status_code == 200
         r = await o.post("/v1/runs/only-a/batches", json={"step": 5, "size": 2})
         assert r.status_code == 200
         r = await o.get("/v1/runs/only-a", headers={"X-Depo-Namespace": "team-b"})
