@@ -1,4 +1,4 @@
-"""`depo` command line: serve, migrate, settings (DEPO_* and run settings reference), export."""
+"""`depo` command line: serve, migrate, keys, export, settings (DEPO_* and per-run reference)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
     migrate.add_argument("--revision", default="head")
+
+    keys = sub.add_parser(
+        "keys",
+        help="add, list and revoke API keys (no restart needed)",
+        description=(
+            "Keys live in the database, stored as their sha256. A namespace key sees only its "
+            "namespace's datasets and runs; an admin key sees every namespace. The first live "
+            "key turns auth on; servers notice a change within DEPO_KEY_CACHE_SECONDS."
+        ),
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_sub.add_parser("add", help="make a key and print it once")
+    add.add_argument("--namespace", required=True, help="the namespace the key belongs to")
+    add.add_argument("--admin", action="store_true", help="see every namespace")
+    add.add_argument("--name", help="what `depo keys revoke` calls it (default: made up)")
+    keys_sub.add_parser("list", help="every key's name, namespace, admin flag and state")
+    revoke = keys_sub.add_parser("revoke", help="stop a key working")
+    revoke.add_argument("name")
 
     settings = sub.add_parser(
         "settings",
@@ -240,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
         )
         return 0
+    if args.command == "keys":
+        import asyncio
+
+        from service.keycli import run_keys
+
+        return asyncio.run(run_keys(args))
     if args.command == "migrate":
         from service.config import Settings
         from service.migrate import upgrade_sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
@@ -28,7 +29,9 @@ def storable(value: str) -> str:
 Text = Annotated[str, AfterValidator(storable)]
 
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
 """Dataset and run names appear in URLs, so keep them path-safe."""
 
 ClientId = Annotated[

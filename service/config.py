@@ -54,8 +54,19 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
-            "comma-separated API keys; when set, every /v1 call needs 'Authorization: Bearer "
-            "<key>' and the admin pages take a key as the Basic auth password; unset: no auth"
+            "comma-separated API keys, admin keys of the default namespace (see `depo keys` for "
+            "namespaced ones); with these or a live `depo keys` key, every /v1 call needs "
+            "'Authorization: Bearer <key>' and the admin pages take a key as the Basic auth "
+            "password; neither: no auth"
+        ),
+    )
+    key_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "how long a process keeps its answer about a key from `depo keys`: a key added "
+            "or revoked takes effect within this time, without a restart"
         ),
     )
     metrics_public: bool = Field(

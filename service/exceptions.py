@@ -53,6 +53,13 @@ class Unauthorized(DepoError):
     challenge = "Bearer"
 
 
+class Forbidden(DepoError):
+    """A valid key asked for what its namespace may not do (name another namespace)."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
 class AdminUnauthorized(Unauthorized):
     """Asks a browser for the key: its Basic auth prompt, the key as the password."""
 

@@ -11,6 +11,7 @@ from service.admin import charts
 from service.admin.prompts import Profile
 from service.admin.service import RunRow
 from service.models import Dataset
+from service.scope import DEFAULT_NAMESPACE
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1em auto;max-width:1240px;padding:0 1em;color:#222}
@@ -103,11 +104,21 @@ def page(title: str, body: str, *, refresh: int = 0, here: str = "") -> str:
     )
 
 
+def _in(href: str, namespace: str) -> str:
+    """Outside the default namespace a link names its namespace, so a same name elsewhere
+    never answers in its place."""
+    return href if namespace == DEFAULT_NAMESPACE else f"{href}?ns={quote(namespace, safe='')}"
+
+
+def _shown(name: str, namespace: str) -> str:
+    return name if namespace == DEFAULT_NAMESPACE else f"{namespace}/{name}"
+
+
 def index(runs: Sequence[RunRow], datasets: Sequence[tuple[Dataset, int]], refresh: int) -> str:
     run_rows = [
         [
-            link(run_href(r.name), r.name, data_run=r.name),
-            link(dataset_href(r.dataset), r.dataset),
+            link(_in(run_href(r.name), r.namespace), _shown(r.name, r.namespace), data_run=r.name),
+            link(_in(dataset_href(r.dataset), r.namespace), _shown(r.dataset, r.namespace)),
             escape(r.strategy),
             fmt(r.group_size),
             fmt(r.groups),
@@ -120,7 +131,7 @@ def index(runs: Sequence[RunRow], datasets: Sequence[tuple[Dataset, int]], refre
     ]
     ds_rows = [
         [
-            link(dataset_href(d.name), d.name),
+            link(_in(dataset_href(d.name), d.namespace), _shown(d.name, d.namespace)),
             escape(d.embedder),
             fmt(d.prompt_count),
             fmt(embedded),

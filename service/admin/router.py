@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Literal
 
 import numpy as np
@@ -18,31 +16,17 @@ from service.admin import service as admin
 from service.admin.prompts import Sort
 from service.admin.runlog import ZERO_ROLLOUTS, RunTotals
 from service.datasets import service as datasets
-from service.deps import ReadSessionDep, StateDep, key_is_valid
-from service.exceptions import AdminUnauthorized, InvalidInput
+from service.deps import AdminScopeDep, ReadSessionDep, StateDep, authenticate_admin
+from service.exceptions import InvalidInput
 from service.models import Dataset, Run
 from service.policy import SelectionConfig
 from service.runs import service as runs
-from service.state import AppState
-
-
-async def require_admin(request: Request, state: StateDep) -> None:
-    """A browser can send the key as Basic auth's password (any user name), or as a bearer."""
-    if not state.settings.api_keys:
-        return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    token = value if scheme.lower() == "bearer" else ""
-    if scheme.lower() == "basic":
-        try:
-            token = base64.b64decode(value, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            token = ""
-    if not token or not key_is_valid(token, state.settings.api_keys):
-        raise AdminUnauthorized("the admin pages take the API key as the Basic auth password")
-
 
 router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], include_in_schema=False
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(authenticate_admin)],
+    include_in_schema=False,
 )
 
 
@@ -59,16 +43,18 @@ Refresh = Annotated[int, Query(ge=0, le=3600, description="reload every this man
 
 
 @router.get("/", response_class=HTMLResponse)
-async def index(session: ReadSessionDep, refresh: Refresh = 0) -> HTMLResponse:
-    return HTMLResponse(
-        pages.index(await admin.list_runs(session), await admin.list_datasets(session), refresh)
-    )
+async def index(
+    session: ReadSessionDep, scope: AdminScopeDep, refresh: Refresh = 0
+) -> HTMLResponse:
+    """Only the namespaces the key sees; an admin key sees them all."""
+    listed_runs = await admin.list_runs(session, scope)
+    listed = await admin.list_datasets(session, scope)
+    return HTMLResponse(pages.index(listed_runs, listed, refresh))
 
 
 async def _context(
-    session: AsyncSession, state: AppState, cache: admin.AdminCache, name: str
+    session: AsyncSession, cache: admin.AdminCache, r: Run
 ) -> tuple[Run, Dataset, SelectionConfig, RunTotals]:
-    r = await runs.get_by_name(session, name)
     ds = await session.get_one(Dataset, r.dataset_id)
     totals = await cache.logs.totals(session, r, ds.prompt_count)
     return r, ds, SelectionConfig.model_validate(r.selection), totals
@@ -76,9 +62,16 @@ async def _context(
 
 @router.get("/runs/{run}", response_class=HTMLResponse)
 async def run_page(
-    run: str, session: ReadSessionDep, state: StateDep, cache: CacheDep, refresh: Refresh = 0
+    run: str,
+    session: ReadSessionDep,
+    scope: AdminScopeDep,
+    state: StateDep,
+    cache: CacheDep,
+    refresh: Refresh = 0,
 ) -> HTMLResponse:
-    r, ds, policy, totals = await _context(session, state, cache, run)
+    r, ds, policy, totals = await _context(
+        session, cache, await runs.get_by_name(session, scope, run)
+    )
     view = await admin.pool_view(
         session, state.hot, state.predictor_cache, r, policy, ds.prompt_count
     )
@@ -89,7 +82,7 @@ async def run_page(
         else None
     )
     zero_rollouts = int(totals.table[:, ZERO_ROLLOUTS].sum())
-    siblings = [x.name for x in await admin.list_runs(session, ds.id) if x.name != r.name]
+    siblings = [x.name for x in await admin.list_runs(session, scope, ds.id) if x.name != r.name]
     return HTMLResponse(
         run_page_html.render(
             r,
@@ -109,6 +102,7 @@ async def run_page(
 async def prompt_browser(
     run: str,
     session: ReadSessionDep,
+    scope: AdminScopeDep,
     state: StateDep,
     cache: CacheDep,
     q: Annotated[str, Query(max_length=200)] = "",
@@ -116,7 +110,9 @@ async def prompt_browser(
     order: Literal["asc", "desc"] = "desc",
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> HTMLResponse:
-    r, ds, policy, totals = await _context(session, state, cache, run)
+    r, ds, policy, totals = await _context(
+        session, cache, await runs.get_by_name(session, scope, run)
+    )
     view = await estimates.for_run(session, state.hot, state.predictor_cache, r, policy)
     found = await prompts.browse(
         session,
@@ -135,9 +131,16 @@ async def prompt_browser(
 
 @router.get("/runs/{run}/prompts/{prompt_id:path}", response_class=HTMLResponse)
 async def prompt_page(
-    run: str, prompt_id: str, session: ReadSessionDep, state: StateDep, cache: CacheDep
+    run: str,
+    prompt_id: str,
+    session: ReadSessionDep,
+    scope: AdminScopeDep,
+    state: StateDep,
+    cache: CacheDep,
 ) -> HTMLResponse:
-    r, ds, policy, totals = await _context(session, state, cache, run)
+    r, ds, policy, totals = await _context(
+        session, cache, await runs.get_by_name(session, scope, run)
+    )
     prompt = await datasets.get_prompt(session, ds, prompt_id)
     view = await estimates.for_run(session, state.hot, state.predictor_cache, r, policy)
     idx = np.array([prompt.idx], dtype=np.int64)
@@ -152,16 +155,18 @@ async def prompt_page(
 async def dataset_page(
     name: str,
     session: ReadSessionDep,
+    scope: AdminScopeDep,
     state: StateDep,
     cache: CacheDep,
     field: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
-    ds = await datasets.get_by_name(session, name)
-    embedded = dict((d.id, n) for d, n in await admin.list_datasets(session))[ds.id]
-    on_it = await admin.list_runs(session, ds.id)
+    ds = await datasets.get_by_name(session, scope, name)
+    embedded = await admin.embedded_count(session, ds.id)
+    on_it = await admin.list_runs(session, scope, ds.id)
     view = totals = None
     if on_it:
-        r, _, policy, totals = await _context(session, state, cache, on_it[0].name)
+        first = await session.get_one(Run, on_it[0].id)
+        r, _, policy, totals = await _context(session, cache, first)
         view = await estimates.for_run(session, state.hot, state.predictor_cache, r, policy)
     prof = await prompts.profile(session, ds.id, ds.prompt_count, field, view, totals)
     profiled = on_it[0].name if on_it else None
@@ -171,15 +176,16 @@ async def dataset_page(
 @router.get("/compare", response_class=HTMLResponse)
 async def compare(
     session: ReadSessionDep,
-    state: StateDep,
+    scope: AdminScopeDep,
     cache: CacheDep,
     run: Annotated[list[str], Query(min_length=2, max_length=4)],
 ) -> HTMLResponse:
-    loaded = [await _context(session, state, cache, name) for name in dict.fromkeys(run)]
+    found = [await runs.get_by_name(session, scope, name) for name in dict.fromkeys(run)]
+    loaded = [await _context(session, cache, r) for r in found]
     if len(loaded) < 2:
         raise InvalidInput("name two different runs to compare", field="run")
     datasets_of = {ds.name for _, ds, _, _ in loaded}
-    if len(datasets_of) > 1:
+    if len({ds.id for _, ds, _, _ in loaded}) > 1:
         raise InvalidInput(
             f"runs to compare must share a dataset; these use {sorted(datasets_of)}", field="run"
         )

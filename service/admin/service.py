@@ -17,6 +17,7 @@ from service.hotstats.store import HotStore
 from service.models import Dataset, PredictorVersion, Prompt, Run
 from service.policy import SelectionConfig
 from service.predictor.cache import PredictorCache
+from service.scope import Scope
 
 POOL_SAMPLE = 20_000  # prompts estimated for the pool-wide figures; enough for two decimals
 
@@ -31,6 +32,8 @@ class AdminCache:
 
 @dataclass(frozen=True)
 class RunRow:
+    id: int
+    namespace: str
     name: str
     dataset: str
     strategy: str
@@ -42,8 +45,10 @@ class RunRow:
     created_at: datetime
 
 
-async def list_runs(session: AsyncSession, dataset_id: int | None = None) -> list[RunRow]:
-    """Newest first; only those over `dataset_id` when given."""
+async def list_runs(
+    session: AsyncSession, scope: Scope, dataset_id: int | None = None
+) -> list[RunRow]:
+    """Newest first, of the namespaces `scope` sees; only those over `dataset_id` when given."""
     newest = (
         select(PredictorVersion.run_id, func.max(PredictorVersion.version).label("version"))
         .group_by(PredictorVersion.run_id)
@@ -53,11 +58,14 @@ async def list_runs(session: AsyncSession, dataset_id: int | None = None) -> lis
         select(Run, Dataset.name, newest.c.version)
         .join(Dataset, Dataset.id == Run.dataset_id)
         .outerjoin(newest, newest.c.run_id == Run.id)
+        .where(scope.visible(Run.namespace))
         .where(true() if dataset_id is None else Run.dataset_id == dataset_id)
         .order_by(Run.created_at.desc())
     )
     return [
         RunRow(
+            id=r.id,
+            namespace=r.namespace,
             name=r.name,
             dataset=ds,
             strategy=r.strategy,
@@ -72,8 +80,8 @@ async def list_runs(session: AsyncSession, dataset_id: int | None = None) -> lis
     ]
 
 
-async def list_datasets(session: AsyncSession) -> list[tuple[Dataset, int]]:
-    """Each dataset with how many of its prompts are embedded."""
+async def list_datasets(session: AsyncSession, scope: Scope) -> list[tuple[Dataset, int]]:
+    """Each dataset `scope` sees, with how many of its prompts are embedded."""
     embedded = (
         select(Prompt.dataset_id, func.count(Prompt.embedding).label("n"))
         .group_by(Prompt.dataset_id)
@@ -82,9 +90,15 @@ async def list_datasets(session: AsyncSession) -> list[tuple[Dataset, int]]:
     rows = await session.execute(
         select(Dataset, func.coalesce(embedded.c.n, 0))
         .outerjoin(embedded, embedded.c.dataset_id == Dataset.id)
-        .order_by(Dataset.name)
+        .where(scope.visible(Dataset.namespace))
+        .order_by(Dataset.name, Dataset.namespace)
     )
     return [(d, int(n)) for d, n in rows.tuples()]
+
+
+async def embedded_count(session: AsyncSession, dataset_id: int) -> int:
+    stmt = select(func.count(Prompt.embedding)).where(Prompt.dataset_id == dataset_id)
+    return int((await session.execute(stmt)).scalar_one())
 
 
 @dataclass(frozen=True)

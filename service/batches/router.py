@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from service.batches import service
 from service.batches.schemas import BatchRequest, BatchResponse
-from service.deps import SessionDep, StateDep
+from service.deps import ScopeDep, SessionDep, StateDep
 from service.runs import service as runs
 
 router = APIRouter(prefix="/runs", tags=["batches"])
@@ -14,9 +14,9 @@ router = APIRouter(prefix="/runs", tags=["batches"])
 
 @router.post("/{run}/batches", response_model=BatchResponse)
 async def serve_batch(
-    run: str, body: BatchRequest, session: SessionDep, state: StateDep
+    run: str, body: BatchRequest, session: SessionDep, scope: ScopeDep, state: StateDep
 ) -> BatchResponse:
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     batch, created = await service.get_or_create(
         session,
         r,

@@ -13,7 +13,7 @@ from service.datasets.schemas import (
     PromptUpload,
     UploadResult,
 )
-from service.deps import ReadSessionDep, SessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, SessionDep, StateDep
 from service.embedding import embedded_count
 from service.exceptions import PayloadTooLarge
 from service.models import Dataset
@@ -34,17 +34,17 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetRead)
 async def create_dataset(
-    body: DatasetCreate, session: SessionDep, response: Response
+    body: DatasetCreate, session: SessionDep, scope: ScopeDep, response: Response
 ) -> DatasetRead:
-    dataset, created = await service.create(session, body)
+    dataset, created = await service.create(session, scope, body)
     if not created:
         response.status_code = status.HTTP_200_OK
     return await _read(session, dataset)
 
 
 @router.get("/{dataset}", response_model=DatasetRead)
-async def get_dataset(dataset: str, session: ReadSessionDep) -> DatasetRead:
-    return await _read(session, await service.get_by_name(session, dataset))
+async def get_dataset(dataset: str, session: ReadSessionDep, scope: ScopeDep) -> DatasetRead:
+    return await _read(session, await service.get_by_name(session, scope, dataset))
 
 
 @router.post("/{dataset}/prompts", response_model=UploadResult)
@@ -52,6 +52,7 @@ async def upload_prompts(
     dataset: str,
     body: PromptUpload,
     session: SessionDep,
+    scope: ScopeDep,
     state: StateDep,
     background: BackgroundTasks,
 ) -> UploadResult:
@@ -62,7 +63,7 @@ async def upload_prompts(
             f"{len(body.prompts)} prompts in one request; send at most {limit} per request",
             field="prompts",
         )
-    ds, counts = await service.upsert_prompts(session, dataset, body.prompts)
+    ds, counts = await service.upsert_prompts(session, scope, dataset, body.prompts)
     if counts.inserted or counts.updated:
         background.add_task(_embed_soon, state, ds.id)
     return UploadResult(
@@ -79,8 +80,10 @@ async def _embed_soon(state: AppState, dataset_id: int) -> None:
 
 
 @router.get("/{dataset}/prompts/{prompt_id:path}", response_model=PromptRead)
-async def get_prompt(dataset: str, prompt_id: str, session: ReadSessionDep) -> PromptRead:
-    ds = await service.get_by_name(session, dataset)
+async def get_prompt(
+    dataset: str, prompt_id: str, session: ReadSessionDep, scope: ScopeDep
+) -> PromptRead:
+    ds = await service.get_by_name(session, scope, dataset)
     p = await service.get_prompt(session, ds, prompt_id)
     return PromptRead(
         id=p.client_id,

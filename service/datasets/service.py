@@ -19,6 +19,7 @@ from service.estimator import N_FEATURES
 from service.estimator.inputs import model_inputs
 from service.exceptions import Conflict, InvalidInput, NotFound
 from service.models import Dataset, Prompt
+from service.scope import Scope, find
 
 LOOKUP_CHUNK = 5_000
 
@@ -29,34 +30,41 @@ def content_hash(text: str, metadata: dict[str, Any] | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-async def get_by_name(session: AsyncSession, name: str, *, lock: bool = False) -> Dataset:
-    stmt = select(Dataset).where(Dataset.name == name)
-    if lock:
-        stmt = stmt.with_for_update()
-    dataset = (await session.execute(stmt)).scalar_one_or_none()
+async def get_by_name(
+    session: AsyncSession, scope: Scope, name: str, *, lock: bool = False
+) -> Dataset:
+    """Another namespace's dataset is not found, as if it did not exist."""
+    dataset = await find(session, Dataset, scope, name, lock=lock)
     if dataset is None:
         raise NotFound(f"dataset {name!r} not found")
     return dataset
 
 
-async def _find(session: AsyncSession, name: str) -> Dataset | None:
-    stmt = select(Dataset).where(Dataset.name == name)
+async def _find(session: AsyncSession, namespace: str, name: str) -> Dataset | None:
+    stmt = select(Dataset).where(Dataset.namespace == namespace, Dataset.name == name)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def create(session: AsyncSession, body: DatasetCreate) -> tuple[Dataset, bool]:
+async def create(session: AsyncSession, scope: Scope, body: DatasetCreate) -> tuple[Dataset, bool]:
     """Idempotent: the same request returns the existing dataset; other settings conflict.
 
     Without an embedder the request matches an existing dataset whatever it was created
-    with, so a default that changes between versions never makes a retry conflict.
+    with, so a default that changes between versions never makes a retry conflict. It is
+    made in the caller's home namespace, where names are unique.
     """
-    found = await _find(session, body.name)
+    ns = scope.home
+    found = await _find(session, ns, body.name)
     if found is not None:
         existing = found
     else:
-        row = Dataset(name=body.name, embedder=body.embedder or DEFAULT_EMBEDDER, prompt_count=0)
+        row = Dataset(
+            namespace=ns,
+            name=body.name,
+            embedder=body.embedder or DEFAULT_EMBEDDER,
+            prompt_count=0,
+        )
         existing, created = await insert_unless_raced(
-            session, row, lambda: _find(session, body.name)
+            session, row, lambda: _find(session, ns, body.name)
         )
         if created:
             return existing, True
@@ -76,7 +84,7 @@ class UpsertCounts:
 
 
 async def upsert_prompts(
-    session: AsyncSession, dataset_name: str, prompts: Sequence[PromptIn]
+    session: AsyncSession, scope: Scope, dataset_name: str, prompts: Sequence[PromptIn]
 ) -> tuple[Dataset, UpsertCounts]:
     """Insert new prompts at the end of the dense index; rewrite changed ones in place."""
     seen: set[str] = set()
@@ -84,7 +92,7 @@ async def upsert_prompts(
         if p.id in seen:
             raise InvalidInput(f"prompt id {p.id!r} appears twice", field=f"prompts.{i}.id")
         seen.add(p.id)
-    dataset = await get_by_name(session, dataset_name, lock=True)
+    dataset = await get_by_name(session, scope, dataset_name, lock=True)
     _check_vectors(dataset, prompts)
     await _check_stored_width(session, dataset, prompts)
     existing: dict[str, tuple[int, str]] = {}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from service import estimates
-from service.deps import ReadSessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.export.formats import MEDIA_TYPES, Encoder, encoder
 from service.export.schemas import ExportQuery
 from service.export.service import Exporter
@@ -29,11 +29,12 @@ async def export_run(
     run: str,
     query: Annotated[ExportQuery, Query()],
     session: ReadSessionDep,
+    scope: ScopeDep,
     state: StateDep,
 ) -> StreamingResponse:
     """Every prompt of the run's dataset with its estimate and counts, filtered and streamed."""
     query.check()
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     policy = SelectionConfig.model_validate(r.selection)
     dataset = await session.get_one(Dataset, r.dataset_id)
     view = await estimates.for_run(session, state.hot, state.predictor_cache, r, policy)

@@ -2,8 +2,18 @@
 
 from service.models.batches import Batch, BatchItem
 from service.models.datasets import Dataset, Prompt
+from service.models.keys import ApiKey
 from service.models.outcomes import Outcome
 from service.models.predictor import PredictorVersion
 from service.models.runs import Run
 
-__all__ = ["Batch", "BatchItem", "Dataset", "Outcome", "PredictorVersion", "Prompt", "Run"]
+__all__ = [
+    "ApiKey",
+    "Batch",
+    "BatchItem",
+    "Dataset",
+    "Outcome",
+    "PredictorVersion",
+    "Prompt",
+    "Run",
+]

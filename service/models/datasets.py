@@ -13,9 +13,11 @@ from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    namespace: Mapped[str] = mapped_column(String(200), default="default", server_default="default")
+    name: Mapped[str] = mapped_column(String(200))
     embedder: Mapped[str] = mapped_column(String(50))
     prompt_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String
+from sqlalchemy import Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
@@ -13,9 +13,12 @@ from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # a run lives in its dataset's namespace; `init_from` names a run of the same namespace
+    namespace: Mapped[str] = mapped_column(String(200), default="default", server_default="default")
+    name: Mapped[str] = mapped_column(String(200))
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     group_size: Mapped[int] = mapped_column(Integer)
     success_threshold: Mapped[float] = mapped_column(Float)

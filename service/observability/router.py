@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.deps import StateDep, require_api_key
+from service.exceptions import Forbidden
 from service.state import AppState
 
 router = APIRouter(tags=["health"])
@@ -53,7 +54,10 @@ async def _check(probe: Awaitable[object], seconds: float) -> str:
 
 @router.get("/metrics")
 async def metrics(request: Request, state: StateDep) -> Response:
-    """Behind the API key when keys are set, unless DEPO_METRICS_PUBLIC opens it."""
+    """Behind an admin key when keys are set (its labels name every namespace's runs), unless
+    DEPO_METRICS_PUBLIC opens it."""
     if not state.settings.metrics_public:
-        await require_api_key(request, state)
+        caller = await require_api_key(request, state)
+        if caller is not None and not caller.admin:
+            raise Forbidden("/metrics names every namespace's runs: it needs an admin key")
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

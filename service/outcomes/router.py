@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks
 
-from service.deps import SessionDep, StateDep
+from service.deps import ScopeDep, SessionDep, StateDep
 from service.hotstats import catch_up as hotstats
 from service.outcomes import service
 from service.outcomes.schemas import OutcomeAck, OutcomeReport
@@ -19,10 +19,11 @@ async def report_outcomes(
     run: str,
     body: OutcomeReport,
     session: SessionDep,
+    scope: ScopeDep,
     state: StateDep,
     background: BackgroundTasks,
 ) -> OutcomeAck:
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     ack = await service.ingest(session, r, body)
     state.metrics.groups_ingested.inc(ack.accepted)
     state.metrics.groups_duplicate.inc(ack.duplicates)

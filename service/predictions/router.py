@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import ReadSessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.policy import SelectionConfig
 from service.predictions import service
 from service.predictions.schemas import PredictorRead, PredictRequest, PredictResponse
@@ -15,10 +15,10 @@ router = APIRouter(prefix="/runs", tags=["predictor"])
 
 @router.post("/{run}/predict", response_model=PredictResponse)
 async def predict_pass_rates(
-    run: str, body: PredictRequest, session: ReadSessionDep, state: StateDep
+    run: str, body: PredictRequest, session: ReadSessionDep, scope: ScopeDep, state: StateDep
 ) -> PredictResponse:
     """Stored prompts get prior plus history; raw texts (routing queries) get the prior alone."""
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     policy = SelectionConfig.model_validate(r.selection)
     if body.prompt_ids is not None:
         return await service.for_prompts(
@@ -30,5 +30,5 @@ async def predict_pass_rates(
 
 
 @router.get("/{run}/predictor", response_model=PredictorRead)
-async def get_predictor(run: str, session: ReadSessionDep) -> PredictorRead:
-    return await service.current(session, await runs.get_by_name(session, run))
+async def get_predictor(run: str, session: ReadSessionDep, scope: ScopeDep) -> PredictorRead:
+    return await service.current(session, await runs.get_by_name(session, scope, run))

@@ -164,7 +164,7 @@ class FitJobs:
             return None
         init = PredictorState.from_bytes(prev.state) if prev is not None else None
         if warm:
-            init = await versions.source_state(session, run.init_from)
+            init = await versions.source_state(session, run)
         if init is not None and init.dim != inputs.x.shape[1]:
             init = None  # another width (client vectors resized): learn afresh
         target = run.outcome_seq

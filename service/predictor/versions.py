@@ -108,8 +108,10 @@ async def prune(session: AsyncSession, run_id: int, newest: int) -> None:
     )
 
 
-async def source_state(session: AsyncSession, name: str | None) -> PredictorState | None:
-    src = (await session.execute(select(Run.id).where(Run.name == name))).scalar_one_or_none()
+async def source_state(session: AsyncSession, run: Run) -> PredictorState | None:
+    """The newest state of the run `run` starts from: `init_from`, in its own namespace."""
+    stmt = select(Run.id).where(Run.namespace == run.namespace, Run.name == run.init_from)
+    src = (await session.execute(stmt)).scalar_one_or_none()
     if src is None:
         return None
     row = await latest(session, src)

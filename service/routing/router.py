@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import ReadSessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.policy import SelectionConfig
 from service.predictions import service as predictions
 from service.routing import service
@@ -16,10 +16,10 @@ router = APIRouter(prefix="/runs", tags=["routing"])
 
 @router.post("/{run}/route", response_model=RouteResponse)
 async def route_queries(
-    run: str, body: RouteRequest, session: ReadSessionDep, state: StateDep
+    run: str, body: RouteRequest, session: ReadSessionDep, scope: ScopeDep, state: StateDep
 ) -> RouteResponse:
     """Stored prompts are routed on their estimate with history; raw texts on the prior alone."""
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     policy = SelectionConfig.model_validate(r.selection)
     if body.prompt_ids is not None:
         predicted = await predictions.for_prompts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
-from service.deps import ReadSessionDep, SessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, SessionDep, StateDep
 from service.predictor.fit import FitJobs
 from service.runs import service
 from service.runs.schemas import RunCreate, RunRead
@@ -16,11 +16,12 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 async def create_run(
     body: RunCreate,
     session: SessionDep,
+    scope: ScopeDep,
     state: StateDep,
     response: Response,
     background: BackgroundTasks,
 ) -> RunRead:
-    run, created = await service.create(session, body)
+    run, created = await service.create(session, scope, body)
     if not created:
         response.status_code = status.HTTP_200_OK
     elif run.init_from is not None:
@@ -29,8 +30,8 @@ async def create_run(
 
 
 @router.get("/{run}", response_model=RunRead)
-async def get_run(run: str, session: ReadSessionDep) -> RunRead:
-    return await service.read(session, await service.get_by_name(session, run))
+async def get_run(run: str, session: ReadSessionDep, scope: ScopeDep) -> RunRead:
+    return await service.read(session, await service.get_by_name(session, scope, run))
 
 
 async def _fit_soon(fits: FitJobs, run_id: int) -> None:

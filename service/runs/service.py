@@ -11,14 +11,17 @@ from service.exceptions import Conflict, InvalidInput, NotFound
 from service.models import Dataset, Outcome, Run
 from service.policy import SelectionConfig
 from service.runs.schemas import RunCreate, RunRead
+from service.scope import Scope, find
 
 
-async def _find(session: AsyncSession, name: str) -> Run | None:
-    return (await session.execute(select(Run).where(Run.name == name))).scalar_one_or_none()
+async def _find(session: AsyncSession, namespace: str, name: str) -> Run | None:
+    stmt = select(Run).where(Run.namespace == namespace, Run.name == name)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def get_by_name(session: AsyncSession, name: str) -> Run:
-    run = await _find(session, name)
+async def get_by_name(session: AsyncSession, scope: Scope, name: str) -> Run:
+    """Another namespace's run is not found, as if it did not exist: every route asks here."""
+    run = await find(session, Run, scope, name)
     if run is None:
         raise NotFound(f"run {name!r} not found")
     return run
@@ -44,12 +47,17 @@ def _settings(run: Run) -> dict[str, object]:
     }
 
 
-async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
-    """Idempotent like datasets: identical settings return the run, others conflict."""
-    dataset = await datasets.get_by_name(session, body.dataset)
+async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[Run, bool]:
+    """Idempotent like datasets: identical settings return the run, others conflict.
+
+    Made in the caller's home namespace, over a dataset (and from a run) of that namespace.
+    """
+    ns = scope.home
+    home = Scope(home=ns, admin=False, explicit=True)
+    dataset = await datasets.get_by_name(session, home, body.dataset)
     if body.init_from is not None:
         try:
-            source = await get_by_name(session, body.init_from)
+            source = await get_by_name(session, home, body.init_from)
         except NotFound:
             raise InvalidInput(f"run {body.init_from!r} not found", field="init_from") from None
         learned_on = await session.get_one(Dataset, source.dataset_id)
@@ -65,11 +73,12 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
         "strategy": body.strategy,
         "selection": body.selection.model_dump(),
     }
-    found = await _find(session, body.name)
+    found = await _find(session, ns, body.name)
     if found is not None:
         existing = found
     else:
         row = Run(
+            namespace=ns,
             name=body.name,
             dataset_id=dataset.id,
             group_size=body.group_size,
@@ -90,7 +99,7 @@ async def create(session: AsyncSession, body: RunCreate) -> tuple[Run, bool]:
             max_step=-1,
         )
         existing, created = await insert_unless_raced(
-            session, row, lambda: _find(session, body.name)
+            session, row, lambda: _find(session, ns, body.name)
         )
         if created:
             return existing, True

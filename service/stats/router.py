@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from service import estimates
 from service.datasets import service as datasets
-from service.deps import ReadSessionDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.models import Dataset, Outcome
 from service.policy import SelectionConfig
 from service.runs import service as runs
@@ -25,9 +25,9 @@ router = APIRouter(prefix="/runs", tags=["stats"])
 
 @router.get("/{run}/prompts/{prompt_id:path}", response_model=PromptStatsRead)
 async def prompt_stats(
-    run: str, prompt_id: str, session: ReadSessionDep, state: StateDep
+    run: str, prompt_id: str, session: ReadSessionDep, scope: ScopeDep, state: StateDep
 ) -> PromptStatsRead:
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     cfg = SelectionConfig.model_validate(r.selection)
     ds = await session.get_one(Dataset, r.dataset_id)
     prompt = await datasets.get_prompt(session, ds, prompt_id)
@@ -73,10 +73,11 @@ async def prompt_stats(
 async def run_summary(
     run: str,
     session: ReadSessionDep,
+    scope: ScopeDep,
     state: StateDep,
     bins: int = Query(10, ge=1, le=100),
     last_steps: int = Query(1000, ge=1, le=100_000),
 ) -> RunSummary:
-    r = await runs.get_by_name(session, run)
+    r = await runs.get_by_name(session, scope, run)
     policy = SelectionConfig.model_validate(r.selection)
     return await summarize(session, state.hot, r, policy, bins=bins, last_steps=last_steps)

@@ -15,6 +15,7 @@ from service.config import Settings
 from service.datasets import service as datasets_service
 from service.datasets.schemas import DatasetCreate
 from service.deps import SessionDep
+from service.scope import OPEN
 from tests.fixtures.api import make_dataset, make_run
 
 
@@ -214,7 +215,7 @@ async def small_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings.model_copy(update={"max_body_bytes": SMALL_BODY_LIMIT}))
 
     async def write_then_stream(name: str, request: Request, session: SessionDep) -> int:
-        await datasets_service.create(session, DatasetCreate(name=name))
+        await datasets_service.create(session, OPEN, DatasetCreate(name=name))
         return sum([len(chunk) async for chunk in request.stream()])
 
     app.add_api_route("/test/write-then-stream", write_then_stream, methods=["POST"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -69,8 +70,28 @@ async def _rewrite_selection(
     await engine.dispose()
 
 
+async def _downgrade(settings: Settings, revision: str) -> None:
+    """Rows are made by today's code at head, then taken back to the schema under test."""
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    if settings.is_sqlite:  # a closed app's embedding pass may still be finishing a write
+        await asyncio.to_thread(_wait_for_the_write_lock, settings)
+    await asyncio.to_thread(command.downgrade, alembic_config(settings), revision)
+
+
+def _wait_for_the_write_lock(settings: Settings) -> None:
+    conn = sqlite3.connect(settings.data_dir / "depo.db", timeout=60)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+    finally:
+        conn.close()
+
+
 async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> None:
-    await upgrade(fresh, BEFORE_FLOOR)
+    await upgrade(fresh)
     async with _client(fresh) as c:
         await c.post("/v1/datasets", json={"name": "d"})
         for name in ("old", "explicit"):
@@ -78,6 +99,7 @@ async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> N
             if name == "explicit":
                 body["selection"] = {"min_prior_strength": 6.0}
             assert (await c.post("/v1/runs", json=body)).status_code == 201
+    await _downgrade(fresh, BEFORE_FLOOR)
     # what a run stored before the field existed: its selection without the key
     await _rewrite_selection(fresh, "old", lambda sel: sel.pop("min_prior_strength"))
     await upgrade(fresh)
@@ -92,13 +114,14 @@ async def test_runs_from_before_the_selection_floor_keep_2(fresh: Settings) -> N
 
 
 async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
-    await upgrade(fresh, "5b1f0c2d9e41")
+    await upgrade(fresh)
     async with _client(fresh) as c:
         await c.post("/v1/datasets", json={"name": "d"})
         prompts = [{"id": f"p{i}", "text": f"problem {i}"} for i in range(20)]
         await c.post("/v1/datasets/d/prompts", json={"prompts": prompts})
         body = {"name": "odd", "dataset": "d", "group_size": 8, "strategy": "window"}
         assert (await c.post("/v1/runs", json=body)).status_code == 201
+    await _downgrade(fresh, "5b1f0c2d9e41")
     # what older code let a run store, and the new settings refuse (group_size is 8: a
     # budget's n_min above it, n_max below n_min)
     odd = {"window_lo": 0.9, "window_hi": 0.1, "budget": True, "n_min": 12, "n_max": 3}
@@ -116,12 +139,13 @@ async def test_contradictory_selections_are_repaired(fresh: Settings) -> None:
 
 
 async def test_runs_from_before_tracking_keep_their_estimates(fresh: Settings) -> None:
-    await upgrade(fresh, "7c3d2e8a1f60")
+    await upgrade(fresh)
     async with _client(fresh) as c:
         await c.post("/v1/datasets", json={"name": "d"})
         body = {"name": "old", "dataset": "d", "group_size": 8}
         assert (await c.post("/v1/runs", json=body)).status_code == 201
-    await _rewrite_selection(fresh, "old", lambda sel: sel.pop("tracking"))
+    await _downgrade(fresh, "7c3d2e8a1f60")
+    await _rewrite_selection(fresh, "old", lambda sel: sel.pop("tracking", None))
     await upgrade(fresh)
     async with _client(fresh) as c:
         old = (await c.get("/v1/runs/old")).json()["selection"]
@@ -132,10 +156,6 @@ async def test_runs_from_before_tracking_keep_their_estimates(fresh: Settings) -
 
 
 async def test_dedupe_keys_are_rewritten_so_old_groups_stay_counted_once(fresh: Settings) -> None:
-    from alembic import command
-
-    from service.migrate import alembic_config
-
     await upgrade(fresh)
     group = {"prompt_id": "p1", "rewards": [1.0, 0.0]}
     async with _client(fresh) as c:
@@ -149,7 +169,7 @@ async def test_dedupe_keys_are_rewritten_so_old_groups_stay_counted_once(fresh: 
         assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 1
         sent = {"step": 3, "results": [group | {"prompt_id": "p2"}]}
         assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 1
-    await asyncio.to_thread(command.downgrade, alembic_config(fresh), "9d4e6b1a2c07")
+    await _downgrade(fresh, "9d4e6b1a2c07")
     args = {"timeout": 60} if fresh.is_sqlite else {}
     engine = create_async_engine(fresh.async_database_url, connect_args=args)
     async with engine.begin() as conn:
@@ -184,3 +204,41 @@ async def test_dedupe_keys_are_rewritten_so_old_groups_stay_counted_once(fresh: 
             {"step": 3, "partition": "0", "results": [group | {"prompt_id": "p2"}]},
         ):
             assert (await c.post("/v1/runs/r/outcomes", json=sent)).json()["accepted"] == 0
+
+
+async def test_existing_datasets_and_runs_join_the_default_namespace(fresh: Settings) -> None:
+    from service import keys
+    from service.db import create_engine, create_sessionmaker, session_scope
+
+    await upgrade(fresh)
+    async with _client(fresh) as c:
+        await c.post("/v1/datasets", json={"name": "d"})
+        body = {"name": "r", "dataset": "d", "group_size": 8}
+        assert (await c.post("/v1/runs", json=body)).status_code == 201
+    await _downgrade(fresh, "b51e7d3a9c20")
+    await upgrade(fresh)
+    engine = create_engine(fresh)
+    async with engine.begin() as conn:
+        spaces = (
+            (
+                await conn.execute(
+                    text("SELECT namespace FROM datasets UNION ALL SELECT namespace FROM runs")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    async with session_scope(create_sessionmaker(engine)) as session:
+        _, mine = await keys.add(session, "default")
+        _, theirs = await keys.add(session, "team-a")
+    await engine.dispose()
+    assert spaces == ["default", "default"]
+    async with _client(fresh) as c:
+        own = {"Authorization": f"Bearer {mine}"}
+        other = {"Authorization": f"Bearer {theirs}"}
+        assert (await c.get("/v1/runs/r", headers=own)).json()["dataset"] == "d"
+        assert (await c.get("/v1/runs/r", headers=other)).status_code == 404
+        # names are unique per namespace now, not across them
+        r = await c.post("/v1/datasets", json={"name": "d"}, headers=other)
+        assert r.status_code == 201, r.text
+        assert (await c.post("/v1/datasets", json={"name": "d"}, headers=own)).status_code == 200

@@ -20,6 +20,7 @@ from service.predictions.service import MAX_ENCODER_TEXTS
 from service.predictor import fit as fit_module
 from service.predictor import versions
 from service.runs import service as runs
+from service.scope import OPEN
 from service.state import AppState
 from tests.fixtures.api import make_dataset, make_run
 
@@ -425,7 +426,7 @@ async def test_fit_due_before_embedding_runs_once_embedded(
         r = await client.post(f"/v1/runs/run-{uid}/outcomes", json={"step": 0, "results": results})
         assert r.json()["accepted"] == 30
         async with state.read_sessionmaker() as session:
-            run_id = (await runs.get_by_name(session, f"run-{uid}")).id
+            run_id = (await runs.get_by_name(session, OPEN, f"run-{uid}")).id
         await state.jobs.settle(f"fit:{run_id}")  # the due fit ran, and found nothing embedded
         assert (await client.get(f"/v1/runs/run-{uid}/predictor")).json()["version"] is None
     finally:
