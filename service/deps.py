@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common import storable
@@ -41,7 +42,16 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 """For handlers that only read: on SQLite they don't queue behind writers."""
 
 
-async def require_api_key(request: Request, state: StateDep) -> None:
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="a key of DEPO_API_KEYS; needed only when the service has keys set",
+)
+BearerScheme = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+"""Declares the bearer scheme in the OpenAPI schema on every route that takes it."""
+
+
+async def require_api_key(request: Request, state: StateDep, _scheme: BearerScheme = None) -> None:
     keys = state.settings.api_keys
     if not keys:
         return
