@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from depo_client import _models as m
+from depo_client._exceptions import error_from_response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from depo_client import _models as m
-from depo_client._exceptions import error_from_response
 from service.app import create_app
 from tests.fixtures.schema_examples import examples
 

@@ -44,8 +44,12 @@ def test_schemathesis_all_checks_find_nothing(tmp_path: Path) -> None:
                 *("--max-examples", "30", "--max-time", str(MAX_TIME), "--seed", "21"),
                 *("--workers", "1", "--request-timeout", "30", "--no-color"),
             ],
-            cwd=REPO_ROOT,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fixtures.schema_checks"},
+            cwd=tmp_path,  # where it keeps its cache of crashes to replay
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO_ROOT),
+                "SCHEMATHESIS_HOOKS": "tests.fixtures.schema_checks",
+            },
             capture_output=True,
             text=True,
             timeout=MAX_TIME + 90,
