@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import __version__, exception_handlers
+from service import __version__, exception_handlers, openapi
 from service.admin.router import router as admin_router
 from service.batches.router import router as batches_router
 from service.body_limit import BodyLimit, payload_too_large
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     exception_handlers.install(app)
+    openapi.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key), Depends(storable_path)])
     routers = (

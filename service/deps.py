@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common import storable
@@ -46,6 +47,15 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 """For handlers that only read: on SQLite they don't queue behind writers."""
 
 
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API key (DEPO_API_KEYS or `depo keys add`); only when the service has keys",
+)
+BearerScheme = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+"""Declares the bearer scheme in the OpenAPI schema on every route that takes it."""
+
+
 def key_cache(request: Request, state: AppState) -> KeyCache:
     """The process's key cache, made on first use beside the app's state."""
     cache: KeyCache | None = getattr(request.app.state, "depo_keys", None)
@@ -64,7 +74,9 @@ async def _principal(request: Request, state: AppState, token: str) -> Principal
     return found or await key_cache(request, state).principal(token)
 
 
-async def authenticate(request: Request, state: StateDep) -> Principal | None:
+async def authenticate(
+    request: Request, state: StateDep, _scheme: BearerScheme = None
+) -> Principal | None:
     """The key's principal; None while no key is configured anywhere (auth off)."""
     if not await _auth_on(request, state):
         return None

@@ -5,9 +5,11 @@ Compute modules (selection, estimates, the predictor's fit) read it; the runs AP
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.common import INT32_MAX, whole
 
 StrategyField = Literal["uniform", "posterior", "window", "target", "informative"]
 
@@ -15,7 +17,8 @@ StrategyField = Literal["uniform", "posterior", "window", "target", "informative
 class SelectionConfig(BaseModel):
     """How a run picks prompts; fixed at creation so every replica selects alike."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON number where a number goes (not "0.5" or true), a JSON boolean for a flag
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     discount: float = Field(0.995, gt=0, le=1, description="weight of an outcome per step of age")
     explore: float = Field(
@@ -44,6 +47,7 @@ class SelectionConfig(BaseModel):
     warmup_outcomes: int = Field(
         0,
         ge=0,
+        le=INT32_MAX,
         description=(
             "serve uniformly until the run has seen this many groups, unless it is warm-started "
             "(init_from) and that predictor has landed"
@@ -86,8 +90,12 @@ class SelectionConfig(BaseModel):
             "prompt off; /predict reports the calibrated estimate"
         ),
     )
-    refit_every: int = Field(1000, ge=1, description="new outcome groups between predictor fits")
-    fit_min_outcomes: int = Field(256, ge=1, description="outcome groups before the first fit")
+    refit_every: int = Field(
+        1000, ge=1, le=INT32_MAX, description="new outcome groups between predictor fits"
+    )
+    fit_min_outcomes: int = Field(
+        256, ge=1, le=INT32_MAX, description="outcome groups before the first fit"
+    )
     drift_correction: bool = Field(
         True, description="shift estimates of seen prompts by how far served ones came out above"
     )
@@ -100,8 +108,17 @@ class SelectionConfig(BaseModel):
         ),
     )
     seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="seeds the epoch order and random tie-breaks"
+        0, ge=0, le=INT32_MAX, description="seeds the epoch order and random tie-breaks"
     )
+
+    @field_validator(
+        *("warmup_outcomes", "n_min", "n_max", "thompson_draws", "refit_every"),
+        *("fit_min_outcomes", "seed"),
+        mode="before",
+    )
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        return whole(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> SelectionConfig:

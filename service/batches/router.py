@@ -7,12 +7,13 @@ from fastapi import APIRouter
 from service.batches import service
 from service.batches.schemas import BatchRequest, BatchResponse
 from service.deps import ScopeDep, SessionDep, StateDep
+from service.openapi import errors
 from service.runs import service as runs
 
 router = APIRouter(prefix="/runs", tags=["batches"])
 
 
-@router.post("/{run}/batches", response_model=BatchResponse)
+@router.post("/{run}/batches", response_model=BatchResponse, responses=errors(409, 503))
 async def serve_batch(
     run: str, body: BatchRequest, session: SessionDep, scope: ScopeDep, state: StateDep
 ) -> BatchResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.common import Partition, Step
+from service.common import JsonInt, Partition, Step
 from service.policy import StrategyField
 
 
@@ -12,7 +12,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step: Step
-    size: int = Field(ge=1, le=100_000, strict=True)
+    size: JsonInt = Field(ge=1, le=100_000)
     partition: Partition = "0"
     strategy: StrategyField | None = None
 

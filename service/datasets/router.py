@@ -17,6 +17,7 @@ from service.deps import ReadSessionDep, ScopeDep, SessionDep, StateDep
 from service.embedding import embedded_count
 from service.exceptions import PayloadTooLarge
 from service.models import Dataset
+from service.openapi import errors
 from service.state import AppState
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -32,7 +33,12 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetRead,
+    responses={200: {"model": DatasetRead, "description": "it existed already"}, **errors(409)},
+)
 async def create_dataset(
     body: DatasetCreate, session: SessionDep, scope: ScopeDep, response: Response
 ) -> DatasetRead:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
-from service.deps import StateDep, require_api_key
+from service.deps import BearerScheme, StateDep, require_api_key
 from service.exceptions import Forbidden
 from service.state import AppState
 
@@ -19,13 +22,22 @@ PROBE_SECONDS = 1.0
 """Within the 2 s that load balancers and Kubernetes probes commonly wait."""
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(state: StateDep, response: Response) -> dict[str, object]:
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a check failed; it names which"}},
+)
+async def readyz(state: StateDep, response: Response) -> Readiness:
     """Both checks at once, each bounded, so a stalled backend answers within a probe's timeout."""
     database, cache = await asyncio.gather(
         _check(_database(state), PROBE_SECONDS), _check(state.hot.ping(), PROBE_SECONDS)
@@ -33,7 +45,7 @@ async def readyz(state: StateDep, response: Response) -> dict[str, object]:
     checks = {"database": database, "cache": cache}
     ready = all(v == "ok" for v in checks.values())
     response.status_code = 200 if ready else 503
-    return {"status": "ready" if ready else "unavailable", "checks": checks}
+    return Readiness(status="ready" if ready else "unavailable", checks=checks)
 
 
 async def _database(state: AppState) -> None:
@@ -52,8 +64,8 @@ async def _check(probe: Awaitable[object], seconds: float) -> str:
     return "ok"
 
 
-@router.get("/metrics")
-async def metrics(request: Request, state: StateDep) -> Response:
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request, state: StateDep, _scheme: BearerScheme = None) -> Response:
     """Behind an admin key when keys are set (its labels name every namespace's runs), unless
     DEPO_METRICS_PUBLIC opens it."""
     if not state.settings.metrics_public:

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.common import INT32_MAX, BatchId, ClientId, Partition, Step
+from service.common import INT32_MAX, BatchId, ClientId, Partition, Step, Whole
 
 Reward = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)]
 """A JSON number (not "1.0", not true), bounded so a group's mean and variance stay finite."""
+
+Length = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True), Whole]
 
 
 class GroupResult(BaseModel):
@@ -18,9 +20,7 @@ class GroupResult(BaseModel):
     prompt_id: ClientId
     rewards: list[Reward] = Field(min_length=1, max_length=1024)
     mean_logprob: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)
-    response_lengths: list[Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]] | None = Field(
-        None, max_length=1024
-    )
+    response_lengths: list[Length] | None = Field(None, max_length=1024)
 
 
 class OutcomeReport(BaseModel):

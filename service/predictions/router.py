@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import ReadSessionDep, ScopeDep, StateDep
+from service.openapi import errors
 from service.policy import SelectionConfig
 from service.predictions import service
 from service.predictions.schemas import PredictorRead, PredictRequest, PredictResponse
@@ -13,7 +14,7 @@ from service.runs import service as runs
 router = APIRouter(prefix="/runs", tags=["predictor"])
 
 
-@router.post("/{run}/predict", response_model=PredictResponse)
+@router.post("/{run}/predict", response_model=PredictResponse, responses=errors(503))
 async def predict_pass_rates(
     run: str, body: PredictRequest, session: ReadSessionDep, scope: ScopeDep, state: StateDep
 ) -> PredictResponse:

@@ -10,8 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.common import ClientId, Text
 
 
+def _exactly_one(schema: dict[str, Any]) -> None:
+    """Say in the schema what `_one_of` checks: one list, the other absent or null."""
+    schema["oneOf"] = [
+        {"required": [key], "properties": {key: {"type": "array"}}}
+        for key in ("prompt_ids", "texts")
+    ]
+
+
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one)
 
     prompt_ids: list[ClientId] | None = Field(None, min_length=1, max_length=100_000)
     texts: list[Text] | None = Field(None, min_length=1, max_length=10_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from service.deps import ReadSessionDep, ScopeDep, SessionDep, StateDep
+from service.openapi import errors
 from service.predictor.fit import FitJobs
 from service.runs import service
 from service.runs.schemas import RunCreate, RunRead
@@ -12,7 +13,15 @@ from service.runs.schemas import RunCreate, RunRead
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunRead,
+    responses={
+        200: {"model": RunRead, "description": "it existed already with these settings"},
+        **errors(404, 409),
+    },
+)
 async def create_run(
     body: RunCreate,
     session: SessionDep,

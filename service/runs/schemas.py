@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.common import INT32_MAX, Name
+from service.common import JsonInt, Name
 from service.policy import SelectionConfig, StrategyField
 
 
@@ -15,22 +15,13 @@ class RunCreate(BaseModel):
 
     name: Name
     dataset: Name
-    group_size: int = Field(ge=1, le=1024, strict=True)
+    group_size: JsonInt = Field(ge=1, le=1024)
     success_threshold: float = Field(0.5, allow_inf_nan=False, ge=-1e12, le=1e12, strict=True)
     strategy: StrategyField = "informative"
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     init_from: Name | None = Field(
         None, description="warm-start the predictor from this run's newest version"
     )
-
-    @field_validator("selection")
-    @classmethod
-    def _counts_fit(cls, selection: SelectionConfig) -> SelectionConfig:
-        """A run's counters are 32-bit: a count setting above that is a typo, not a policy."""
-        for name, value in selection.model_dump().items():
-            if isinstance(value, int) and not isinstance(value, bool) and value > INT32_MAX:
-                raise ValueError(f"{name} {value} is above {INT32_MAX}, the most a run can count")
-        return selection
 
     @model_validator(mode="after")
     def _budget_fits(self) -> RunCreate:

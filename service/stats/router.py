@@ -10,6 +10,7 @@ from service import estimates
 from service.datasets import service as datasets
 from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.models import Dataset, Outcome
+from service.openapi import errors
 from service.policy import SelectionConfig
 from service.runs import service as runs
 from service.stats.schemas import (
@@ -23,7 +24,9 @@ from service.stats.summary import summarize
 router = APIRouter(prefix="/runs", tags=["stats"])
 
 
-@router.get("/{run}/prompts/{prompt_id:path}", response_model=PromptStatsRead)
+@router.get(
+    "/{run}/prompts/{prompt_id:path}", response_model=PromptStatsRead, responses=errors(503)
+)
 async def prompt_stats(
     run: str, prompt_id: str, session: ReadSessionDep, scope: ScopeDep, state: StateDep
 ) -> PromptStatsRead:
@@ -69,7 +72,7 @@ async def prompt_stats(
     )
 
 
-@router.get("/{run}/summary", response_model=RunSummary)
+@router.get("/{run}/summary", response_model=RunSummary, responses=errors(503))
 async def run_summary(
     run: str,
     session: ReadSessionDep,

@@ -75,6 +75,25 @@ async def test_openapi_lists_the_contract(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
 
 
+async def test_openapi_documents_errors_codes_and_security(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    create = spec["paths"]["/v1/datasets"]["post"]["responses"]
+    assert {"200", "201", "409", "422"} <= set(create)
+    batches = spec["paths"]["/v1/runs/{run}/batches"]["post"]
+    assert set(batches["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "503"}
+    assert batches["security"] == [{"bearer": []}]
+    for code in ("401", "404", "409", "422", "503"):
+        assert batches["responses"][code]["content"]["application/json"]["schema"] == error
+    assert "Retry-After" in batches["responses"]["503"]["headers"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+    one_of = spec["components"]["schemas"]["PredictRequest"]["oneOf"]
+    assert [o["required"] for o in one_of] == [["prompt_ids"], ["texts"]]
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+
 def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
     from service.cli import build_parser
 
