@@ -191,11 +191,28 @@ class Routing:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Routing:
-        return cls.from_chunks([d])
+        """One answer, its figures as the service computed them."""
+        return cls(
+            model_version=_opt(int, d.get("model_version")),
+            items=tuple(RoutedItem.from_json(x) for x in d["items"]),
+            tiers=tuple(
+                TierShare(
+                    name=str(t["name"]),
+                    max_difficulty=_opt(float, t.get("max_difficulty")),
+                    count=int(t["count"]),
+                    share=float(t["share"]),
+                    expected_pass_rate=_opt(float, t.get("expected_pass_rate")),
+                )
+                for t in d["tiers"]
+            ),
+            unrouted=int(d["unrouted"]),
+        )
 
     @classmethod
     def from_chunks(cls, parts: Sequence[Mapping[str, Any]]) -> Routing:
         """Answers to consecutive chunks of one request, merged: counts add up, rates weigh."""
+        if len(parts) == 1:
+            return cls.from_json(parts[0])
         items = tuple(RoutedItem.from_json(x) for d in parts for x in d["items"])
         n = len(items)
         tiers = []

@@ -83,7 +83,17 @@ async def test_openapi_documents_errors_codes_and_security(client: httpx.AsyncCl
     create = spec["paths"]["/v1/datasets"]["post"]["responses"]
     assert {"200", "201", "409", "422"} <= set(create)
     batches = spec["paths"]["/v1/runs/{run}/batches"]["post"]
-    assert set(batches["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "503"}
+    assert set(batches["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "413",
+        "422",
+        "503",
+    }
     assert batches["security"] == [{"bearer": []}]
     for code in ("401", "404", "409", "422", "503"):
         assert batches["responses"][code]["content"]["application/json"]["schema"] == error
