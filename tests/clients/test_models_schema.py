@@ -36,7 +36,9 @@ PARSERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
     ("get", "/v1/runs/{run}/predictor"): m.PredictorInfo.from_json,
     ("post", "/v1/runs/{run}/route"): Routing.from_json,
 }
-STREAMED = {("get", "/v1/runs/{run}/export")}  # JSONL/CSV/Parquet rows: tests/clients/test_curation.py
+STREAMED = {
+    ("get", "/v1/runs/{run}/export")
+}  # JSONL/CSV/Parquet rows: tests/clients/test_curation.py
 
 
 def _inline(node: Any) -> Any:
