@@ -247,13 +247,25 @@ class DepoClient:
         return Batch.from_json(self.request("POST", f"/v1/runs/{run}/batches", json=body))
 
     def report(
-        self, run: str, step: int, results: GroupsLike, batch_id: str | None = None
+        self,
+        run: str,
+        step: int,
+        results: GroupsLike,
+        batch_id: str | None = None,
+        *,
+        partition: str | int | None = None,
     ) -> OutcomeAck:
-        """Record groups of rewards; a group already recorded for this batch (or step) is a
-        duplicate and counted once."""
+        """Record groups of rewards; a group counts once per (step, partition, prompt).
+
+        With `batch_id` the step and partition are the batch's; without it, `step` and
+        `partition` (the service's default "0"), so partitions that report the same prompt for
+        the same step without batch ids each count.
+        """
         body: dict[str, Any] = {"step": step, "results": results_json(results)}
         if batch_id is not None:
             body["batch_id"] = batch_id
+        if partition is not None:
+            body["partition"] = str(partition)
         return OutcomeAck.from_json(self.request("POST", f"/v1/runs/{run}/outcomes", json=body))
 
     def report_json(self, run: str, body: Mapping[str, Any]) -> OutcomeAck:

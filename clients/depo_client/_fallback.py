@@ -132,6 +132,8 @@ class Curriculum:
         bid = batch_id if batch_id is not None else self._served.get(step)
         if bid is not None:
             body["batch_id"] = bid
+        else:  # drawn locally: the group counts once per (step, this partition, prompt)
+            body["partition"] = self.partition
         with self._lock:
             client = self._try_client()
             if client is not None:

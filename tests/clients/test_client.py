@@ -274,3 +274,19 @@ def test_retries_5xx_and_honours_retry_after() -> None:
     ):
         c.get_run("r")
     assert (su.value.status_code, su.value.detail) == (503, "db down")
+
+
+def test_reports_without_a_batch_count_once_per_partition(depo: DepoClient, name: str) -> None:
+    """Two partitions report the same prompt for the same step without batch ids: both count,
+    and each one's re-send is a duplicate; a Curriculum drawing locally sends its partition."""
+    depo.create_dataset(f"ds-{name}")
+    depo.upload_prompts(f"ds-{name}", [("a", "What is 1 + 1?")], progress=False)
+    depo.create_run(f"run-{name}", f"ds-{name}", group_size=2)
+    group = [{"prompt_id": "a", "rewards": [1.0, 0.0]}]
+    assert depo.report(f"run-{name}", 0, group, partition="p0").accepted == 1
+    assert depo.report(f"run-{name}", 0, group, partition="p1").accepted == 1
+    again = depo.report(f"run-{name}", 0, group, partition=1)  # "1", not "p1": a third key
+    assert (again.accepted, again.duplicates) == (1, 0)
+    dup = depo.report(f"run-{name}", 0, group, partition="p0")
+    assert (dup.accepted, dup.duplicates) == (0, 1)
+    assert depo.get_run(f"run-{name}").outcomes == 3
