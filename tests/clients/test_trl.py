@@ -15,7 +15,7 @@ from depo_client.trl_stream import DepoReward, served_dataset
 from trl import GRPOTrainer
 
 from tests.fixtures.live import LiveServer, free_port
-from tests.fixtures.trl import tiny_stream_trainer, tiny_trainer
+from tests.fixtures.trl import open_run, tiny_stream_trainer, tiny_trainer
 
 pytestmark = pytest.mark.slow  # a real server process or trainer: `make test-fast` skips it
 
@@ -40,17 +40,9 @@ def test_grpo_trainer_on_served_batches(tmp_path: Path) -> None:
 
     try:
         with DepoClient(server.url) as depo:
-            depo.create_dataset(f"ds-{name}")
-            depo.upload_prompts(
-                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
-            )
-            depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
-            curriculum = Curriculum(
-                depo,
-                f"run-{name}",
-                [(r["id"], r["prompt"]) for r in rows],
-                spool_path=tmp_path / "spool.jsonl",
-            )
+            pool = [(r["id"], r["prompt"]) for r in rows]
+            run = open_run(depo, name, pool, G)
+            curriculum = Curriculum(depo, run, pool, spool_path=tmp_path / "spool.jsonl")
             trainer = tiny_trainer(
                 tmp_path / "out", rows, reward, curriculum, steps=STEPS, per_device=B * G, group=G
             )
@@ -122,10 +114,7 @@ def test_public_route_streams_served_batches_and_logs_the_figures(tmp_path: Path
 
     try:
         with DepoClient(server.url) as depo:
-            depo.create_dataset(f"ds-{name}")
-            depo.upload_prompts(f"ds-{name}", rows, progress=False)
-            run = f"run-{name}"
-            depo.create_run(run, f"ds-{name}", group_size=G)
+            run = open_run(depo, name, rows, G)
             curriculum = Curriculum(depo, run, rows, spool_path=tmp_path / "spool.jsonl")
             depo_reward = DepoReward(curriculum, reward)
             trainer = tiny_stream_trainer(
@@ -174,17 +163,9 @@ def test_mixin_logs_the_figures_too(tmp_path: Path) -> None:
     server = LiveServer(tmp_path / "data").start()
     try:
         with DepoClient(server.url) as depo:
-            depo.create_dataset(f"ds-{name}")
-            depo.upload_prompts(
-                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
-            )
-            depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
-            curriculum = Curriculum(
-                depo,
-                f"run-{name}",
-                [(r["id"], r["prompt"]) for r in rows],
-                spool_path=tmp_path / "spool.jsonl",
-            )
+            pool = [(r["id"], r["prompt"]) for r in rows]
+            run = open_run(depo, name, pool, G)
+            curriculum = Curriculum(depo, run, pool, spool_path=tmp_path / "spool.jsonl")
             trainer = tiny_trainer(
                 tmp_path / "out",
                 rows,

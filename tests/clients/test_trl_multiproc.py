@@ -22,6 +22,7 @@ pytest.importorskip("trl")
 from depo_client import DepoClient
 
 from tests.fixtures.live import REPO_ROOT, LiveServer, free_port
+from tests.fixtures.trl import open_run
 
 pytestmark = pytest.mark.slow  # a real server process or trainer: `make test-fast` skips it
 
@@ -61,11 +62,7 @@ def test_two_ranks_roll_out_the_served_batches_and_report_each_group_once(
     server = LiveServer(tmp_path / "data").start()
     try:
         with DepoClient(server.url) as depo:
-            depo.create_dataset(f"ds-{name}")
-            depo.upload_prompts(
-                f"ds-{name}", [(r["id"], r["prompt"]) for r in rows], progress=False
-            )
-            depo.create_run(f"run-{name}", f"ds-{name}", group_size=G)
+            open_run(depo, name, [(r["id"], r["prompt"]) for r in rows], G)
 
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("DEPO_")},
