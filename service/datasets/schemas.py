@@ -27,7 +27,7 @@ class DifficultyField(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="the metadata key, e.g. level")
+    name: Text = Field(min_length=1, max_length=200, description="the metadata key, e.g. level")
     easiest: Bound = Field(description="the field's value of the easiest prompts: pass rate 0.9")
     hardest: Bound = Field(description="the field's value of the hardest prompts: pass rate 0.1")
 

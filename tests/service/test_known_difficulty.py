@@ -98,6 +98,14 @@ async def test_difficulty_field_maps_metadata_and_is_checked(
         json={"name": f"x-{uid}", "difficulty_field": {"name": "l", "easiest": 2, "hardest": 2}},
     )
     assert flat.status_code == 422 and flat.json()["field"].startswith("difficulty_field")
+    nul = await client.post(
+        "/v1/datasets",
+        json={
+            "name": f"y-{uid}",
+            "difficulty_field": {"name": "a\u0000", "easiest": 1, "hardest": 2},
+        },
+    )
+    assert nul.status_code == 422 and nul.json()["field"].startswith("difficulty_field.name")
     wrong = await _upload(
         client,
         ds,
