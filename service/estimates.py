@@ -19,7 +19,7 @@ from service.hotstats import catch_up as hotstats
 from service.hotstats.store import HotStore
 from service.models import Run
 from service.policy import SelectionConfig
-from service.predictor import versions
+from service.predictor import labels, versions
 from service.predictor.cache import PredictorCache
 
 F64 = npt.NDArray[np.float64]
@@ -65,7 +65,7 @@ class RunEstimates:
 
     @property
     def version(self) -> int | None:
-        return self.prior.version if self.prior is not None else None
+        return self.prior.version if self.prior is not None and self.prior.version else None
 
     async def at(self, idx: I64, *, selecting: bool = False) -> Estimate:
         stats = await self.hot.get_columns(self.run_id, idx.tolist())
@@ -90,6 +90,8 @@ async def for_run(
     if catch_up:
         await hotstats.catch_up(session, hot, run.id, run.outcome_seq, policy.discount)
     prior = await versions.priors(cache, session, run.id)
+    if prior is None:  # no fit yet: known difficulties, where the prompts have them
+        prior = await labels.cold_prior(cache, session, run, policy)
     at = max(run.max_step, 0) if step is None else step
     return RunEstimates(hot, run.id, policy, prior, at)
 

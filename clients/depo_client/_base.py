@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 import httpx
 
 from depo_client._exceptions import InvalidRequest
-from depo_client._models import GroupResult
+from depo_client._models import DifficultyField, GroupResult
 from depo_client._retry import RetryPolicy
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -18,7 +18,7 @@ DEFAULT_TIMEOUT = 30.0
 MAX_PROMPTS_PER_REQUEST = 10_000
 
 PromptLike: TypeAlias = Mapping[str, Any] | tuple[str, str]
-"""`{"id", "text", "metadata"?}` or an `(id, text)` pair."""
+"""`{"id", "text", "metadata"?, "prior_pass_rate"?}` or an `(id, text)` pair."""
 
 ResultLike: TypeAlias = GroupResult | Mapping[str, Any]
 """A `GroupResult` or its JSON form `{"prompt_id", "rewards", ...}`."""
@@ -54,7 +54,22 @@ def prompt_json(p: PromptLike) -> dict[str, Any]:
     out: dict[str, Any] = {"id": str(p["id"]), "text": p["text"]}
     if p.get("metadata") is not None:
         out["metadata"] = p["metadata"]
+    if p.get("prior_pass_rate") is not None:
+        out["prior_pass_rate"] = p["prior_pass_rate"]
     return out
+
+
+def dataset_body(
+    name: str, embedder: str | None, difficulty_field: DifficultyField | Mapping[str, Any] | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name}
+    if embedder is not None:
+        body["embedder"] = embedder
+    if isinstance(difficulty_field, DifficultyField):
+        body["difficulty_field"] = difficulty_field.to_json()
+    elif difficulty_field is not None:
+        body["difficulty_field"] = dict(difficulty_field)
+    return body
 
 
 def chunked(prompts: Iterable[PromptLike], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -21,6 +21,7 @@ from depo_client._base import (
     Settings,
     batch_body,
     chunked,
+    dataset_body,
     predict_bodies,
     results_json,
     run_body,
@@ -41,6 +42,7 @@ from depo_client._exceptions import PayloadTooLarge, TransportError, error_from_
 from depo_client._models import (
     Batch,
     Dataset,
+    DifficultyField,
     OutcomeAck,
     Predictions,
     PredictorInfo,
@@ -171,11 +173,19 @@ class DepoClient:
 
     # -- datasets ------------------------------------------------------------------------------
 
-    def create_dataset(self, name: str, *, embedder: str | None = None) -> Dataset:
-        """Create a dataset, or return it when it exists with the same settings (else Conflict)."""
-        body: dict[str, Any] = {"name": name}
-        if embedder is not None:
-            body["embedder"] = embedder
+    def create_dataset(
+        self,
+        name: str,
+        *,
+        embedder: str | None = None,
+        difficulty_field: DifficultyField | Mapping[str, Any] | None = None,
+    ) -> Dataset:
+        """Create a dataset, or return it when it exists with the same settings (else Conflict).
+
+        `difficulty_field` names a numeric metadata field read as each prompt's known
+        difficulty, e.g. `DifficultyField("level", easiest=1, hardest=5)`.
+        """
+        body = dataset_body(name, embedder, difficulty_field)
         return Dataset.from_json(self.request("POST", "/v1/datasets", json=body))
 
     def get_dataset(self, name: str) -> Dataset:

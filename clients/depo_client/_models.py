@@ -24,21 +24,42 @@ def _opt_int(value: Any) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class DifficultyField:
+    """A numeric metadata field read as each prompt's known difficulty, and its two ends."""
+
+    name: str
+    easiest: float
+    hardest: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "easiest": self.easiest, "hardest": self.hardest}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DifficultyField:
+        return cls(name=str(d["name"]), easiest=float(d["easiest"]), hardest=float(d["hardest"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
     name: str
     embedder: str
     prompt_count: int
     embedded: int
     created_at: datetime
+    labelled: int = 0  # prompts with a known difficulty
+    difficulty_field: DifficultyField | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Dataset:
+        spec = d.get("difficulty_field")
         return cls(
             name=str(d["name"]),
             embedder=str(d["embedder"]),
             prompt_count=int(d["prompt_count"]),
             embedded=int(d["embedded"]),
             created_at=_dt(d["created_at"]),
+            labelled=int(d.get("labelled", 0)),
+            difficulty_field=DifficultyField.from_json(spec) if spec else None,
         )
 
 
@@ -78,6 +99,7 @@ class Prompt:
     index: int
     created_at: datetime
     updated_at: datetime
+    prior_pass_rate: float | None = None  # its known difficulty
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Prompt:
@@ -90,6 +112,7 @@ class Prompt:
             index=int(d["index"]),
             created_at=_dt(d["created_at"]),
             updated_at=_dt(d["updated_at"]),
+            prior_pass_rate=_opt_float(d.get("prior_pass_rate")),
         )
 
 

@@ -149,7 +149,12 @@ def index(runs: Sequence[RunRow], datasets: Sequence[tuple[Dataset, int]], refre
 
 
 def dataset_page(
-    ds: Dataset, embedded: int, runs: Sequence[RunRow], prof: Profile, profiled_run: str | None
+    ds: Dataset,
+    embedded: int,
+    runs: Sequence[RunRow],
+    prof: Profile,
+    profiled_run: str | None,
+    labelled: int = 0,
 ) -> str:
     done = embedded / ds.prompt_count if ds.prompt_count else 0.0
     if ds.embedder == "client":
@@ -174,7 +179,8 @@ def dataset_page(
         f'<p><span class="big" id="size">{fmt(ds.prompt_count)}</span> prompts; {progress} '
         f'<span class="bar-out" title="{pct(done)}"><span class="bar-in" style="width:'
         f'{100 * done:.1f}%"></span></span> <span id="embedded">{pct(done)}</span></p>'
-        "<h2>Runs on it</h2>"
+        + _known(ds, labelled)
+        + "<h2>Runs on it</h2>"
         + (
             table(["run", "strategy", "groups", "zero-variance"], run_rows)
             if runs
@@ -185,6 +191,23 @@ def dataset_page(
         + _profile(ds, prof, profiled_run)
     )
     return page(f"dataset {ds.name}", body)
+
+
+def _known(ds: Dataset, labelled: int) -> str:
+    """One line: how many prompts carry a known difficulty, and where it is read from."""
+    spec = ds.difficulty_field
+    if not labelled and not spec:
+        return ""
+    source = (
+        f"metadata {escape(str(spec['name']))} ({float(spec['easiest']):g} easiest, "
+        f"{float(spec['hardest']):g} hardest)"
+        if spec
+        else "prior_pass_rate"
+    )
+    return (
+        f'<p id="known">Known difficulty: {fmt(labelled)} prompts labelled, from {source}; '
+        "each run's predictor page shows the weight its fits learned for it.</p>"
+    )
 
 
 def _profile(ds: Dataset, prof: Profile, run: str | None) -> str:

@@ -25,6 +25,8 @@ CALIBRATION = {
     "unseen_prompts": "prompts those figures are over",
     "scored_version": "the version those figures score",
     "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
+    "label_weight": "weight of the known difficulty (logit per logit; 1 as given, 0 ignored)",
+    "labelled_prompts": "prompts of the dataset with a known difficulty",
     "served_drift_logit": "how far served prompts came out above their estimate (logit)",
     "tracking_gain_own": "logit gain per unit of a prompt's own training (reward sd of a group)",
     "tracking_gain_neighbours": "logit gain per unit of its nearest neighbours' training",

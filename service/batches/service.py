@@ -181,7 +181,7 @@ async def _create(
     name = body.strategy or run.strategy
     # a run warm-started from another run's predictor is not blind: once that version has
     # landed, its estimates select from the first batch on
-    warm = run.init_from is not None and view.prior is not None
+    warm = run.init_from is not None and view.version is not None
     if run.groups < policy.warmup_outcomes and not warm:
         name = "uniform"
     leased = await leased_idxs(session, run.id)

@@ -9,6 +9,7 @@ from service.datasets import service
 from service.datasets.schemas import (
     DatasetCreate,
     DatasetRead,
+    DifficultyField,
     PromptRead,
     PromptUpload,
     UploadResult,
@@ -29,6 +30,10 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
         embedder=d.embedder,
         prompt_count=d.prompt_count,
         embedded=await embedded_count(session, d.id),
+        labelled=await service.labelled_count(session, d.id),
+        difficulty_field=(
+            DifficultyField.model_validate(d.difficulty_field) if d.difficulty_field else None
+        ),
         created_at=d.created_at,
     )
 
@@ -97,6 +102,7 @@ async def get_prompt(
         metadata=p.meta,
         content_hash=p.content_hash,
         index=p.idx,
+        prior_pass_rate=p.prior_pass_rate,
         created_at=p.created_at,
         updated_at=p.updated_at,
     )

@@ -24,10 +24,41 @@ from service.scope import Scope, find
 LOOKUP_CHUNK = 5_000
 
 
-def content_hash(text: str, metadata: dict[str, Any] | None) -> str:
-    """Hash of what the client sent, so a re-upload of the same prompt is a no-op."""
-    payload = json.dumps([text, metadata], sort_keys=True, ensure_ascii=False)
+def content_hash(text: str, metadata: dict[str, Any] | None, label: float | None = None) -> str:
+    """Hash of what the client sent, so a re-upload of the same prompt is a no-op.
+
+    An unlabelled prompt hashes as before labels existed, so old uploads stay unchanged.
+    """
+    content: list[Any] = [text, metadata] if label is None else [text, metadata, label]
+    payload = json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+EASIEST_RATE, HARDEST_RATE = 0.9, 0.1
+
+
+def known_difficulty(dataset: Dataset, p: PromptIn, i: int) -> float | None:
+    """The prompt's own `prior_pass_rate`, else its dataset's difficulty field mapped linearly.
+
+    A value beyond either end maps to that end; a prompt without the field has no label.
+    """
+    if p.prior_pass_rate is not None:
+        return p.prior_pass_rate
+    spec = dataset.difficulty_field
+    if spec is None or p.metadata is None or spec["name"] not in p.metadata:
+        return None
+    value = p.metadata[spec["name"]]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(
+            f"metadata field {spec['name']!r} is this dataset's difficulty field: "
+            f"it must be a number, not {type(value).__name__}",
+            field=f"prompts.{i}.metadata.{spec['name']}",
+        )
+    lo, hi = float(spec["easiest"]), float(spec["hardest"])
+    frac = min(max((float(value) - lo) / (hi - lo), 0.0), 1.0)
+    return EASIEST_RATE + (HARDEST_RATE - EASIEST_RATE) * frac
 
 
 async def get_by_name(
@@ -54,6 +85,7 @@ async def create(session: AsyncSession, scope: Scope, body: DatasetCreate) -> tu
     """
     ns = scope.home
     found = await _find(session, ns, body.name)
+    field = body.difficulty_field.model_dump() if body.difficulty_field is not None else None
     if found is not None:
         existing = found
     else:
@@ -62,6 +94,8 @@ async def create(session: AsyncSession, scope: Scope, body: DatasetCreate) -> tu
             name=body.name,
             embedder=body.embedder or DEFAULT_EMBEDDER,
             prompt_count=0,
+            difficulty_field=field,
+            label_rev=0,
         )
         existing, created = await insert_unless_raced(
             session, row, lambda: _find(session, ns, body.name)
@@ -72,6 +106,11 @@ async def create(session: AsyncSession, scope: Scope, body: DatasetCreate) -> tu
         raise Conflict(
             f"dataset {body.name!r} exists with embedder {existing.embedder!r}",
             field="embedder",
+        )
+    if field is not None and existing.difficulty_field != field:
+        raise Conflict(
+            f"dataset {body.name!r} exists with difficulty_field {existing.difficulty_field!r}",
+            field="difficulty_field",
         )
     return existing, False
 
@@ -95,22 +134,24 @@ async def upsert_prompts(
     dataset = await get_by_name(session, scope, dataset_name, lock=True)
     _check_vectors(dataset, prompts)
     await _check_stored_width(session, dataset, prompts)
-    existing: dict[str, tuple[int, str]] = {}
+    labels = [known_difficulty(dataset, p, i) for i, p in enumerate(prompts)]
+    existing: dict[str, tuple[int, str, float | None]] = {}
     ids = [p.id for p in prompts]
     for start in range(0, len(ids), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Prompt.client_id, Prompt.id, Prompt.content_hash).where(
+            select(Prompt.client_id, Prompt.id, Prompt.content_hash, Prompt.prior_pass_rate).where(
                 Prompt.dataset_id == dataset.id,
                 one_of(session, Prompt.client_id, ids[start : start + LOOKUP_CHUNK]),
             )
         )
-        existing.update({r.client_id: (r.id, r.content_hash) for r in rows})
+        existing.update({r.client_id: (r.id, r.content_hash, r.prior_pass_rate) for r in rows})
     now = utcnow()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     unchanged = 0
-    for p in prompts:
-        h = content_hash(p.text, p.metadata)
+    relabelled = False
+    for p, label in zip(prompts, labels, strict=True):
+        h = content_hash(p.text, p.metadata, label)
         found = existing.get(p.id)
         if found is None:
             inserts.append(
@@ -122,11 +163,14 @@ async def upsert_prompts(
                     "meta": p.metadata,
                     "content_hash": h,
                     "embedding": _vector(p),
+                    "prior_pass_rate": label,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
+            relabelled |= label is not None
         elif found[1] != h:
+            relabelled |= label is not None or found[2] is not None
             updates.append(
                 {
                     "id": found[0],
@@ -134,6 +178,7 @@ async def upsert_prompts(
                     "meta": p.metadata,
                     "content_hash": h,
                     "embedding": _vector(p),
+                    "prior_pass_rate": label,
                     "updated_at": now,
                 }
             )
@@ -144,6 +189,8 @@ async def upsert_prompts(
         dataset.prompt_count += len(inserts)
     if updates:
         await session.execute(update(Prompt), updates)
+    if relabelled:
+        dataset.label_rev += 1
     await session.flush()
     return dataset, UpsertCounts(len(inserts), len(updates), unchanged)
 
@@ -197,6 +244,12 @@ def _vector(p: PromptIn) -> bytes | None:
     v = np.asarray([p.embedding], dtype=np.float32)
     v /= max(float(np.linalg.norm(v)), 1e-12)
     return encode(model_inputs(v, [p.text])[0])
+
+
+async def labelled_count(session: AsyncSession, dataset_id: int) -> int:
+    """Prompts with a known difficulty."""
+    stmt = select(func.count(Prompt.prior_pass_rate)).where(Prompt.dataset_id == dataset_id)
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def get_prompt(session: AsyncSession, dataset: Dataset, client_id: str) -> Prompt:

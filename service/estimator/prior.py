@@ -18,13 +18,21 @@ DEFAULT_STRENGTH = 2.0
 
 @dataclass(frozen=True)
 class Prior:
-    """What selection needs from a version: rates per prompt idx and the served-prompt drift."""
+    """What selection needs from a version: rates per prompt idx and the served-prompt drift.
+
+    Version 0 is no fit: the prompts' known difficulties before the run's first fit.
+    """
 
     version: int
     rates: F32
     drift: float
     strength: float | None = None
     tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
+
+
+def label_prior(labels: F32, cfg: SelectionConfig) -> Prior:
+    """Known difficulties as the prior mean, worth as many pseudo-counts as the flat prior."""
+    return Prior(version=0, rates=labels, drift=0.0, strength=cfg.prior_alpha + cfg.prior_beta)
 
 
 def strength(cfg: SelectionConfig, prior: Prior | None, *, selecting: bool = False) -> float:

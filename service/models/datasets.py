@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
@@ -20,6 +20,10 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     embedder: Mapped[str] = mapped_column(String(50))
     prompt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # a numeric metadata field read as each prompt's known difficulty: {name, easiest, hardest}
+    difficulty_field: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # bumped by every upload that writes a known difficulty, so cached labels know they're stale
+    label_rev: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -38,5 +42,7 @@ class Prompt(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # a known difficulty sent with the prompt or read from its metadata: the estimate's prior
+    prior_pass_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from service.estimator import PredictorState
 from service.estimator.exposure import Graph
-from service.estimator.inputs import DatasetInputs
+from service.estimator.inputs import F32, DatasetInputs
 from service.estimator.prior import Prior
 
 
@@ -19,3 +19,5 @@ class PredictorCache:
     inputs: dict[int, tuple[tuple[int, str], DatasetInputs]] = field(default_factory=dict)
     # a dataset's neighbour graph, current while its inputs object is the cached one
     graphs: dict[int, tuple[DatasetInputs, Graph]] = field(default_factory=dict)
+    # a dataset's known difficulties by idx, keyed by (label_rev, prompt_count)
+    labels: dict[int, tuple[tuple[int, int], F32 | None]] = field(default_factory=dict)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db import utcnow
 from service.estimator import PredictorState
 from service.estimator.beta import PromptStats
-from service.estimator.calibrate import fit_calibrated, predict_rates
+from service.estimator.calibrate import fit_calibrated, label_logits, label_offset, predict_rates
 from service.estimator.inputs import F32, DatasetInputs, fit_config
 from service.estimator.prior import Prior, prior_pseudo_counts
 from service.hotstats.catch_up import catch_up
@@ -38,6 +38,7 @@ from service.predictor import tracking, versions
 from service.predictor.cache import PredictorCache
 from service.predictor.drift import served_drift
 from service.predictor.inputs import dataset_inputs
+from service.predictor.labels import dataset_labels
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class _Job:
     calibration: dict[str, float]
     logprobs: dict[int, float]
     step: int
+    labels: F32 | None = None  # known difficulties by idx (NaN: none)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ class FitJobs:
                     _selection_base(job.cfg, job.prev, len(job.inputs.mask)),
                 )
             job.calibration |= report
+        cal = state.meta.get("calibration", {})
+        if job.labels is not None:
+            job.calibration["labelled_prompts"] = int(np.isfinite(job.labels).sum())
+            if "label_weight" in cal:
+                job.calibration["label_weight"] = cal["label_weight"]
         job.calibration |= {
             "prior_strength": state.meta.get("calibration", {}).get("strength"),
             "fit_seconds": round(time.perf_counter() - t0, 3),
@@ -184,6 +191,7 @@ class FitJobs:
             calibration=calibration,
             logprobs=await _mean_logprobs(session, run.id),
             step=max(run.max_step, 0),
+            labels=await dataset_labels(self.cache, session, dataset),
         )
 
     async def _observe(self, job: _Job, version: int, seconds: float) -> None:
@@ -226,14 +234,33 @@ def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
     )
     if len(idx) < 2 and job.init is None:
         return None
+    label = _label_logits(job.labels, len(job.inputs.mask))
     if len(idx) >= 2:
         x = job.inputs.x
         config = fit_config(job.embedder, x.shape[1], threads, job.inputs.column_weights)
-        new = fit_calibrated(x[idx], succ, trials, init=job.init, config=config, logprob=lp)
+        new = fit_calibrated(
+            x[idx],
+            succ,
+            trials,
+            init=job.init,
+            config=config,
+            logprob=lp,
+            label=None if label is None else label[idx],
+        )
     else:
         assert job.init is not None
         new = job.init
-    return new, _predict_all(new, job.inputs), len(idx)
+    return new, _predict_all(new, job.inputs, label), len(idx)
+
+
+def _label_logits(labels: F32 | None, size: int) -> F64 | None:
+    """Label logits by idx, NaN where a prompt has none (or was added after the labels read)."""
+    if labels is None:
+        return None
+    out = np.full(size, np.nan)
+    n = min(size, len(labels))
+    out[:n] = label_logits(labels[:n])
+    return out
 
 
 def _training_rows(
@@ -279,10 +306,17 @@ def _selection_base(
     return prior_pseudo_counts(cfg, prior, np.arange(size, dtype=np.int64), selecting=True)
 
 
-def _predict_all(st: PredictorState, inputs: DatasetInputs) -> F32:
+def _predict_all(st: PredictorState, inputs: DatasetInputs, label: F64 | None = None) -> F32:
+    """Every embedded prompt's calibrated rate; a labelled one not embedded yet gets its label's."""
     out = np.full(len(inputs.mask), np.nan, dtype=np.float32)
-    if inputs.mask.any():
-        out[inputs.mask] = predict_rates(st, inputs.x[np.flatnonzero(inputs.mask)])
+    rows = np.flatnonzero(inputs.mask)
+    if len(rows):
+        out[rows] = predict_rates(st, inputs.x[rows], None if label is None else label[rows])
+    cal = st.meta.get("calibration")
+    if label is not None and cal and "label_weight" in cal:
+        bare = ~inputs.mask & np.isfinite(label)
+        z = cal["centre"] + label_offset(cal, label[bare])
+        out[bare] = 1.0 / (1.0 + np.exp(-z))
     return out
 
 

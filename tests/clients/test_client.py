@@ -290,3 +290,30 @@ def test_reports_without_a_batch_count_once_per_partition(depo: DepoClient, name
     dup = depo.report(f"run-{name}", 0, group, partition="p0")
     assert (dup.accepted, dup.duplicates) == (0, 1)
     assert depo.get_run(f"run-{name}").outcomes == 3
+
+
+def test_known_difficulty_round_trip(depo: DepoClient, name: str) -> None:
+    """Labels go up with the prompts, from a field or as `prior_pass_rate`, and come back."""
+    from depo_client import DifficultyField
+
+    spec = DifficultyField("level", easiest=1, hardest=5)
+    ds = depo.create_dataset(f"kd-{name}", difficulty_field=spec)
+    assert ds.difficulty_field == spec and ds.labelled == 0
+    with pytest.raises(Conflict):
+        depo.create_dataset(
+            f"kd-{name}", difficulty_field={"name": "lvl", "easiest": 1, "hardest": 5}
+        )
+    up = depo.upload_prompts(
+        f"kd-{name}",
+        [
+            {"id": "a", "text": "Compute 1 + 1.", "metadata": {"level": 5}},
+            {"id": "b", "text": "Compute 2 + 2.", "prior_pass_rate": 0.25},
+            ("c", "Compute 3 + 3."),
+        ],
+        progress=False,
+    )
+    assert up.inserted == 3
+    assert depo.get_prompt(f"kd-{name}", "a").prior_pass_rate == pytest.approx(0.1)
+    assert depo.get_prompt(f"kd-{name}", "b").prior_pass_rate == 0.25
+    assert depo.get_prompt(f"kd-{name}", "c").prior_pass_rate is None
+    assert depo.get_dataset(f"kd-{name}").labelled == 2
