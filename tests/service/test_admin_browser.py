@@ -107,7 +107,7 @@ def check_curation(d: Any, url: str, a: Seeded, routed: list[tuple[int, dict[str
     exports = d.find_elements(By.CSS_SELECTOR, "table.exports a[data-export]")
     assert len(exports) == 18 and all(e.is_displayed() for e in exports)
     d.find_element(By.CSS_SELECTOR, "a[data-field='source']").click()
-    api = api(url, f"/v1/runs/{a.run}/profile?by=source")
+    prof = api(url, f"/v1/runs/{a.run}/profile?by=source")
     for css, key in (("profile-estimated", "estimated"), ("profile-observed", "observed")):
         rows = d.find_elements(By.CSS_SELECTOR, f"table.{css} tr")[1:]
         got = {
@@ -117,7 +117,7 @@ def check_curation(d: Any, url: str, a: Seeded, routed: list[tuple[int, dict[str
             ]
             for r in rows
         }
-        assert got == {g["value"]: g[key] for g in api["groups"]}, css
+        assert got == {g["value"]: g[key] for g in prof["groups"]}, css
     assert d.find_element(By.CSS_SELECTOR, "table.profile").is_displayed()
 
 
