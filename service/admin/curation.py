@@ -198,11 +198,10 @@ def profile_section(
     return (
         intro
         + summary
-        + '<div class="grid2"><div><h3>estimated pass rate (prompts per bin)</h3>'
+        + "<h3>estimated pass rate (prompts per bin)</h3>"
         + est
-        + "</div><div><h3>observed pass rate of seen prompts (prompts per bin)</h3>"
+        + "<h3>observed pass rate of seen prompts (prompts per bin)</h3>"
         + obs
-        + "</div></div>"
         + f'<p class="note">Every prompt of the dataset, {prof.values:,} values of '
         f"<b>{escape(prof.by or '')}</b> (the {PAGE_GROUPS} with most prompts listed); "
         f"estimates at predictor version {fmt(prof.model_version)}. A cell is shaded by its "
@@ -233,13 +232,22 @@ def export_section(run: str) -> str:
         links = " ".join(
             link(f"{base}?{urlencode({'format': f, **params})}", f, data_export=f) for f in FORMATS
         )
-        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in params.items())
+        flags = " ".join(_flag(k, v) for k, v in params.items())
         rows.append([escape(label), links, f"<code>{escape(flags)}</code>"])
     return table(["prompts", "download", "filters"], rows, css="exports") + (
         '<p class="note">Each link streams the run\'s export (estimate, counts and metadata of '
         "each prompt; see docs/curation.md); <code>depo export "
         f"{escape(run)} -o file.parquet</code> takes the same filters.</p>"
     )
+
+
+def _flag(key: str, value: str) -> str:
+    """The `depo export` option of a filter."""
+    if key == "seen":
+        return "--seen" if value == "true" else "--unseen"
+    if value == "true":
+        return f"--{key.replace('_', '-')}"
+    return f"--{key.replace('_', '-')} {value}"
 
 
 def route_section(run: str, calls: Sequence[LoggedCall]) -> str:

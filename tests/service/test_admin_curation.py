@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from html import unescape
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 
+from service.export import command
 from tests.fixtures.admin_seed import seed
 from tests.service.test_admin import Marks, chart
 
@@ -58,6 +61,17 @@ async def test_run_page_export_links_download(client: httpx.AsyncClient, uid: st
         api = await client.get(href.replace(f"/admin/runs/{s.run}", f"/v1/runs/{s.run}"))
         if "parquet" not in href:
             assert got.text == api.text, href
+    # each row's filters, as printed, are `depo export` options giving the same query
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    table = re.search(r'<table class="exports">.*?</table>', page, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr><td>.*?</td><td>(.*?)</td><td><code>(.*?)</code></td></tr>", table[0])
+    assert len(rows) == 6
+    for cells, flags in rows:
+        href = unescape(re.findall(r'href="([^"]+)"', cells)[0])
+        args = parser.parse_args(["export", s.run, "-o", "x.jsonl", *unescape(flags).split()])
+        assert command._params(args, "jsonl") == dict(parse_qsl(href.split("?")[1])), flags
     seen = [json.loads(x) for x in (await client.get(links[3])).text.splitlines()]
     assert links[3].endswith("format=jsonl&seen=true") and len(seen) == len(s.per_prompt)
     bad = await client.get(f"/admin/runs/{s.run}/export", params={"min_pass_rate": 2})
