@@ -109,13 +109,14 @@ async def sections(
     cache: ProfileCache,
     run: Run,
     ds: Dataset,
+    version: int | None,
     by: str | None,
 ) -> str:
-    """The three sections' markup, in page order."""
+    """The three sections' markup, in page order; `version`: the run's newest predictor's."""
     fields = (await prompts.profile(session, ds.id, ds.prompt_count, None, None, None)).fields
     prof, problem = None, None
     if by is not None:
-        key = (run.id, run.created_at, run.outcome_seq, by, ds.prompt_count)
+        key = (run.id, run.created_at, run.outcome_seq, version, by, ds.prompt_count)
         prof = cache.get(key)
         if prof is None:
             try:

@@ -96,7 +96,9 @@ async def run_page(
             rel,
             siblings[:3],
             refresh,
-            extra=await curation.sections(session, state, scope, profiles, r, ds, by),
+            extra=await curation.sections(
+                session, state, scope, profiles, r, ds, history[-1].version if history else None, by
+            ),
         )
     )
 

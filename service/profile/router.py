@@ -10,7 +10,7 @@ from service.deps import ReadSessionDep, ScopeDep, StateDep
 from service.profile.schemas import ProfileQuery, ProfileResponse
 from service.profile.service import build
 
-router = APIRouter(prefix="/runs", tags=["export"])
+router = APIRouter(prefix="/runs", tags=["profile"])
 
 
 @router.get("/{run}/profile", response_model=ProfileResponse)
