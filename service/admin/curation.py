@@ -53,10 +53,12 @@ FORMATS = ("jsonl", "csv", "parquet")
 
 
 class ProfileCache:
-    """The last few profiles, keyed by run, field and what the estimates depend on."""
+    """The last few profiles, keyed by run, field and what the estimates depend on; and each
+    dataset's fields worth listing, until it grows."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[tuple[object, ...], ProfileResponse] = OrderedDict()
+        self.fields: dict[tuple[int, int], list[str]] = {}
 
     def get(self, key: tuple[object, ...]) -> ProfileResponse | None:
         found = self._items.get(key)
@@ -113,7 +115,10 @@ async def sections(
     by: str | None,
 ) -> str:
     """The three sections' markup, in page order; `version`: the run's newest predictor's."""
-    fields = (await prompts.profile(session, ds.id, ds.prompt_count, None, None, None)).fields
+    fields = cache.fields.get((ds.id, ds.prompt_count))
+    if fields is None:  # a 5,000-prompt sample's metadata: read once per dataset size
+        sample = await prompts.profile(session, ds.id, ds.prompt_count, None, None, None)
+        fields = cache.fields[(ds.id, ds.prompt_count)] = sample.fields
     prof, problem = None, None
     if by is not None:
         key = (run.id, run.created_at, run.outcome_seq, version, by, ds.prompt_count)
