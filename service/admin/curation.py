@@ -58,7 +58,7 @@ class ProfileCache:
 
     def __init__(self) -> None:
         self._items: OrderedDict[tuple[object, ...], ProfileResponse] = OrderedDict()
-        self.fields: dict[tuple[int, int], list[str]] = {}
+        self.fields: dict[int, tuple[int, list[str]]] = {}  # dataset id: (its size, fields)
 
     def get(self, key: tuple[object, ...]) -> ProfileResponse | None:
         found = self._items.get(key)
@@ -115,10 +115,10 @@ async def sections(
     by: str | None,
 ) -> str:
     """The three sections' markup, in page order; `version`: the run's newest predictor's."""
-    fields = cache.fields.get((ds.id, ds.prompt_count))
-    if fields is None:  # a 5,000-prompt sample's metadata: read once per dataset size
-        sample = await prompts.profile(session, ds.id, ds.prompt_count, None, None, None)
-        fields = cache.fields[(ds.id, ds.prompt_count)] = sample.fields
+    size, fields = cache.fields.get(ds.id, (-1, []))
+    if size != ds.prompt_count:  # a 5,000-prompt sample's metadata: read once per dataset size
+        fields = (await prompts.profile(session, ds.id, ds.prompt_count, None, None, None)).fields
+        cache.fields[ds.id] = (ds.prompt_count, fields)
     prof, problem = None, None
     if by is not None:
         key = (run.id, run.created_at, run.outcome_seq, version, by, ds.prompt_count)
