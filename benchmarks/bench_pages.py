@@ -168,6 +168,8 @@ def _time_pages(url: str, big: str, small: str, ds: str, repeats: int) -> None:
     pages = {
         "index": "/admin/",
         "run": f"/admin/runs/{big}",
+        "run, profile by source": f"/admin/runs/{big}?by=source",
+        "profile API by source": f"/v1/runs/{big}/profile?by=source",
         "prompts (P(mixed))": f"/admin/runs/{big}/prompts",
         "prompts (observations)": f"/admin/runs/{big}/prompts?sort=observations",
         "prompts (search)": f"/admin/runs/{big}/prompts?q=problem%2012",

@@ -32,6 +32,7 @@ from service.outcomes.router import router as outcomes_router
 from service.predictions.router import router as predictor_router
 from service.predictor.cache import PredictorCache
 from service.predictor.fit import FitJobs
+from service.profile.router import router as profile_router
 from service.routing.router import router as routing_router
 from service.runs.router import router as runs_router
 from service.state import AppState
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor_router,
         export_router,
         routing_router,
+        profile_router,
     )
     for router in routers:
         v1.include_router(router)

@@ -13,7 +13,15 @@ for step in range(steps):
 from depo_client._async_client import AsyncDepoClient
 from depo_client._base import TEXTS_PER_REQUEST
 from depo_client._client import DepoClient
-from depo_client._curation import ExportResult, ExportRow, RoutedItem, Routing, TierShare
+from depo_client._curation import (
+    ExportResult,
+    ExportRow,
+    Profile,
+    ProfileGroup,
+    RoutedItem,
+    Routing,
+    TierShare,
+)
 from depo_client._exceptions import (
     UNREACHABLE,
     APIError,
@@ -81,6 +89,8 @@ __all__ = [
     "Prediction",
     "Predictions",
     "PredictorInfo",
+    "Profile",
+    "ProfileGroup",
     "Prompt",
     "PromptStats",
     "RetryPolicy",

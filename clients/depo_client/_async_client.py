@@ -33,12 +33,14 @@ from depo_client._base import (
 from depo_client._curation import (
     ExportResult,
     ExportRow,
+    Profile,
     Routing,
     TierLike,
     count_rows,
     expected_rows,
     export_format,
     export_params,
+    profile_params,
     tiers_json,
 )
 from depo_client._exceptions import PayloadTooLarge, TransportError, error_from_response
@@ -331,19 +333,32 @@ class AsyncDepoClient:
         *,
         prompt_ids: Sequence[str] | None = None,
         texts: Sequence[str] | None = None,
+        step: int | None = None,
     ) -> Routing:
         """A tier per query by predicted difficulty (1 - pass rate), cheapest tier first.
 
         `tiers`: `[("small", 0.75), ("large", None)]` or `{"name", "max_difficulty"}` dicts;
         a query goes to the first tier whose `max_difficulty` it does not exceed. Raw texts go
-        in chunks of `TEXTS_PER_REQUEST`; the shares are then over all of them.
+        in chunks of `TEXTS_PER_REQUEST`; the shares are then over all of them. `step`, the
+        trainer's, goes into the service's route log (one row per request it answers).
         """
         body_tiers = tiers_json(tiers)
+        extra = {"tiers": body_tiers} if step is None else {"tiers": body_tiers, "step": step}
         parts = [
-            await self.request("POST", f"/v1/runs/{run}/route", json={**body, "tiers": body_tiers})
+            await self.request("POST", f"/v1/runs/{run}/route", json={**body, **extra})
             for body in predict_bodies(prompt_ids, texts)
         ]
         return Routing.from_chunks(parts)
+
+    async def profile(
+        self, run: str, *, by: str | None = None, bins: int = 10, max_groups: int = 50
+    ) -> Profile:
+        """Histograms of the run's estimated and observed pass rates over its dataset, overall
+        and per value of the metadata field `by` (the top `max_groups`, the rest in `other`)."""
+        data = await self.request(
+            "GET", f"/v1/runs/{run}/profile", params=profile_params(by, bins, max_groups)
+        )
+        return Profile.from_json(data)
 
     # -- export --------------------------------------------------------------------------------
 

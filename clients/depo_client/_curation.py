@@ -236,3 +236,81 @@ class Routing:
             tiers=tuple(tiers),
             unrouted=sum(int(d["unrouted"]) for d in parts),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileGroup:
+    """Prompts sharing a metadata value (or all of them): counts, means and two histograms."""
+
+    value: str | None
+    prompts: int
+    seen: int
+    mean_pass_rate: float | None
+    mean_p_mixed: float | None
+    observed_pass_rate: float | None
+    estimated: tuple[int, ...]
+    """Prompts per bin of the estimated pass rate."""
+    observed: tuple[int, ...]
+    """Seen prompts per bin of their observed pass rate (successes / rollouts)."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProfileGroup:
+        return cls(
+            value=_opt(str, d.get("value")),
+            prompts=int(d["prompts"]),
+            seen=int(d["seen"]),
+            mean_pass_rate=_opt(float, d.get("mean_pass_rate")),
+            mean_p_mixed=_opt(float, d.get("mean_p_mixed")),
+            observed_pass_rate=_opt(float, d.get("observed_pass_rate")),
+            estimated=tuple(int(x) for x in d["estimated"]),
+            observed=tuple(int(x) for x in d["observed"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """`GET /profile`: a run's view of its dataset's difficulty, whole and per metadata value."""
+
+    run: str
+    dataset: str
+    group_size: int
+    model_version: int | None
+    step: int
+    by: str | None
+    edges: tuple[float, ...]
+    overall: ProfileGroup
+    groups: tuple[ProfileGroup, ...]
+    other: ProfileGroup | None
+    missing: ProfileGroup | None
+    values: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Profile:
+        def group(x: Any) -> ProfileGroup | None:
+            return None if x is None else ProfileGroup.from_json(x)
+
+        return cls(
+            run=str(d["run"]),
+            dataset=str(d["dataset"]),
+            group_size=int(d["group_size"]),
+            model_version=_opt(int, d.get("model_version")),
+            step=int(d["step"]),
+            by=_opt(str, d.get("by")),
+            edges=tuple(float(e) for e in d["edges"]),
+            overall=ProfileGroup.from_json(d["overall"]),
+            groups=tuple(ProfileGroup.from_json(g) for g in d["groups"]),
+            other=group(d.get("other")),
+            missing=group(d.get("missing")),
+            values=int(d["values"]),
+        )
+
+    def group(self, value: str) -> ProfileGroup | None:
+        """The listed group of this value, if it is among the top `max_groups`."""
+        return next((g for g in self.groups if g.value == value), None)
+
+
+def profile_params(by: str | None, bins: int, max_groups: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"bins": bins, "max_groups": max_groups}
+    if by is not None:
+        params["by"] = by
+    return params

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import estimates
-from service.admin import charts, pages, predictor, prompt_pages, prompts
+from service.admin import charts, curation, pages, predictor, prompt_pages, prompts
 from service.admin import run_page as run_page_html
 from service.admin import service as admin
 from service.admin.prompts import Sort
@@ -67,7 +67,9 @@ async def run_page(
     scope: AdminScopeDep,
     state: StateDep,
     cache: CacheDep,
+    profiles: curation.ProfileCacheDep,
     refresh: Refresh = 0,
+    by: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> HTMLResponse:
     r, ds, policy, totals = await _context(
         session, cache, await runs.get_by_name(session, scope, run)
@@ -94,6 +96,9 @@ async def run_page(
             rel,
             siblings[:3],
             refresh,
+            extra=await curation.sections(
+                session, state, scope, profiles, r, ds, history[-1].version if history else None, by
+            ),
         )
     )
 
@@ -209,3 +214,6 @@ async def compare(
         )
     names = [r.name for r, _, _, _ in loaded]
     return HTMLResponse(pages.compare_page(datasets_of.pop(), names, zv, per, rows))
+
+
+router.include_router(curation.router)  # the export download the run page links to

@@ -74,6 +74,8 @@ def render(
     rel: Reliability | None,
     siblings: Sequence[str],
     refresh: int,
+    *,
+    extra: str = "",
 ) -> str:
     prompts_seen = int((t.prompt_groups > 0).sum())
     head = table(
@@ -120,6 +122,7 @@ def render(
         + _moved(t, run.group_size)
         + "<h2>Predictor</h2>"
         + _predictor(versions, rel)
+        + extra  # profile by metadata field, export links, route shares (curation.py)
     )
     return page(f"run {name}", body, refresh=refresh, here=run_href(name))
 

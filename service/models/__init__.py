@@ -5,6 +5,7 @@ from service.models.datasets import Dataset, Prompt
 from service.models.keys import ApiKey
 from service.models.outcomes import Outcome
 from service.models.predictor import PredictorVersion
+from service.models.routing import RouteLog
 from service.models.runs import Run
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "Outcome",
     "PredictorVersion",
     "Prompt",
+    "RouteLog",
     "Run",
 ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import ReadSessionDep, ScopeDep, StateDep
+from service.deps import ReadSessionDep, ScopeDep, SessionDep, StateDep
 from service.policy import SelectionConfig
 from service.predictions import service as predictions
-from service.routing import service
+from service.routing import log, service
 from service.routing.schemas import RouteRequest, RouteResponse
 from service.runs import service as runs
 
@@ -16,9 +16,17 @@ router = APIRouter(prefix="/runs", tags=["routing"])
 
 @router.post("/{run}/route", response_model=RouteResponse)
 async def route_queries(
-    run: str, body: RouteRequest, session: ReadSessionDep, scope: ScopeDep, state: StateDep
+    run: str,
+    body: RouteRequest,
+    session: ReadSessionDep,
+    writes: SessionDep,
+    scope: ScopeDep,
+    state: StateDep,
 ) -> RouteResponse:
-    """Stored prompts are routed on their estimate with history; raw texts on the prior alone."""
+    """Stored prompts are routed on their estimate with history; raw texts on the prior alone.
+
+    Each answered call adds one route-log row (its tier counts), committed before the answer.
+    """
     r = await runs.get_by_name(session, scope, run)
     policy = SelectionConfig.model_validate(r.selection)
     if body.prompt_ids is not None:
@@ -29,4 +37,6 @@ async def route_queries(
         predicted = await predictions.for_texts(
             session, state.predictor_cache, state.embedders, r, policy, body.texts or []
         )
-    return service.route(predicted, body.tiers)
+    routed = service.route(predicted, body.tiers)
+    log.record(writes, r.id, body.step, routed)
+    return routed

@@ -30,6 +30,12 @@ class RouteRequest(BaseModel):
     prompt_ids: list[ClientId] | None = Field(None, min_length=1, max_length=100_000)
     texts: list[Text] | None = Field(None, min_length=1, max_length=10_000)
     tiers: list[Tier] = Field(min_length=1, max_length=MAX_TIERS)
+    step: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="the caller's training step, if any: the route log keeps it (admin pages)",
+    )
 
     @field_validator("tiers")
     @classmethod

@@ -119,6 +119,30 @@ async def test_async_export_and_route(server: LiveServer, run: str, tmp_path: Pa
         assert res.rows == N
         routed = await depo.route(run, [("all", None)], prompt_ids=["p1", "p2"])
         assert [i.tier for i in routed.items] == ["all", "all"]
+        prof = await depo.profile(run, by="i", bins=4)
+        assert prof.overall.prompts == N and prof.values == N and prof.other is not None
+
+
+def test_profile(server: LiveServer, run: str) -> None:
+    """Typed, and the export's rows binned: 200 values of `i`, the top 5 listed."""
+    with DepoClient(server.url) as depo:
+        rows = list(depo.export_rows(run))
+        prof = depo.profile(run, by="i", bins=5, max_groups=5)
+        assert prof.edges == pytest.approx((0, 0.2, 0.4, 0.6, 0.8, 1.0))
+        assert prof.overall.prompts == N and prof.overall.seen == SEEN
+        assert list(prof.overall.estimated) == [
+            sum(min(int(r.pass_rate * 5), 4) == b for r in rows) for b in range(5)
+        ]
+        assert [g.value for g in prof.groups] == sorted(str(i) for i in range(N))[:5]
+        assert prof.group("0") is prof.groups[0] and prof.group("199") is None
+        assert prof.other is not None and prof.other.prompts == N - 5 and prof.missing is None
+        assert prof.model_version == rows[0].model_version
+        with pytest.raises(BadRequest) as err:
+            depo.profile(run, by="no-such-field")
+        assert err.value.field == "by"
+        with pytest.raises(NotFound):
+            depo.profile("no-such-run")
+        depo.route(run, [("all", None)], prompt_ids=["p1"], step=3)  # `step` is accepted
 
 
 def test_depo_export_command(server: LiveServer, run: str, tmp_path: Path) -> None:

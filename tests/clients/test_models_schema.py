@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from depo_client import _models as m
-from depo_client._curation import Routing
+from depo_client._curation import Profile, Routing
 from depo_client._exceptions import error_from_response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,6 +35,7 @@ PARSERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
     ("post", "/v1/runs/{run}/predict"): m.Predictions.from_json,
     ("get", "/v1/runs/{run}/predictor"): m.PredictorInfo.from_json,
     ("post", "/v1/runs/{run}/route"): Routing.from_json,
+    ("get", "/v1/runs/{run}/profile"): Profile.from_json,
 }
 STREAMED = {
     ("get", "/v1/runs/{run}/export")

@@ -76,6 +76,51 @@ def browser(pytestconfig: pytest.Config) -> Iterator[Any]:
             reporter.write_line(f"admin page screenshots: {SHOTS}")
 
 
+@pytest.fixture(scope="module")
+def routed(site: tuple[str, Seeded, Seeded]) -> list[tuple[int, dict[str, Any]]]:
+    """Three route calls on the first run, at steps 10, 20 and 30: (step, answer)."""
+    url, a, _ = site
+    tiers = [{"name": "small", "max_difficulty": 0.5}, {"name": "large"}]
+    out = []
+    for step, ids in ((10, range(0, 20)), (20, range(20, 50)), (30, range(5, 15))):
+        body = {"prompt_ids": [f"p{i}" for i in ids], "tiers": tiers, "step": step}
+        r = httpx.post(f"{url}/v1/runs/{a.run}/route", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        out.append((step, r.json()))
+    return out
+
+
+def check_curation(d: Any, url: str, a: Seeded, routed: list[tuple[int, dict[str, Any]]]) -> None:
+    """Route shares against the route answers; the profile's cells against `/profile`."""
+    legend = [t.text for t in marks(d, "route-shares", "text.legend")]
+    assert legend and set(legend) <= {"small", "large"}
+    for i, name in enumerate(legend):
+        dots = marks(d, "route-shares", f"circle.s{i}")
+        got = {
+            int(c.get_attribute("data-step")): float(c.get_attribute("data-value")) for c in dots
+        }
+        want = {
+            step: next(t["share"] for t in ans["tiers"] if t["name"] == name)
+            for step, ans in routed
+        }
+        assert got == pytest.approx(want, rel=1e-5), name
+    exports = d.find_elements(By.CSS_SELECTOR, "table.exports a[data-export]")
+    assert len(exports) == 18 and all(e.is_displayed() for e in exports)
+    d.find_element(By.CSS_SELECTOR, "a[data-field='source']").click()
+    prof = api(url, f"/v1/runs/{a.run}/profile?by=source")
+    for css, key in (("profile-estimated", "estimated"), ("profile-observed", "observed")):
+        rows = d.find_elements(By.CSS_SELECTOR, f"table.{css} tr")[1:]
+        got = {
+            r.find_element(By.CSS_SELECTOR, "td").text: [
+                int(c.get_attribute("data-count"))
+                for c in r.find_elements(By.CSS_SELECTOR, "td[data-count]")
+            ]
+            for r in rows
+        }
+        assert got == {g["value"]: g[key] for g in prof["groups"]}, css
+    assert d.find_element(By.CSS_SELECTOR, "table.profile").is_displayed()
+
+
 def shoot(driver: Any, name: str) -> None:
     """A full-page screenshot, and the page fits 1280 px without sideways scrolling."""
     width = driver.execute_script("return document.documentElement.scrollWidth")
@@ -124,7 +169,9 @@ def check_heatmap(d: Any, a: Seeded, summary: dict[str, Any]) -> None:
     assert last["x"] - first["x"] > 0.6 * svg["width"]  # the outlier does not squeeze the rest
 
 
-def test_pages_in_chromium(browser: Any, site: tuple[str, Seeded, Seeded]) -> None:
+def test_pages_in_chromium(
+    browser: Any, site: tuple[str, Seeded, Seeded], routed: list[tuple[int, dict[str, Any]]]
+) -> None:
     url, a, b = site
     d = browser
     d.get(url + "/admin/")
@@ -156,6 +203,9 @@ def test_pages_in_chromium(browser: Any, site: tuple[str, Seeded, Seeded]) -> No
     check_heatmap(d, a, summary)
     assert d.find_element(By.ID, "saved-uniform").text.replace(",", "").lstrip("-").isdigit()
     shoot(d, "run")
+    check_curation(d, url, a, routed)
+    shoot(d, "run-profile")
+    d.get(f"{url}/admin/runs/{a.run}")
 
     d.find_element(By.ID, "browse").click()
     rows = d.find_elements(By.CSS_SELECTOR, "table.prompts a[data-prompt]")
@@ -184,5 +234,6 @@ def test_pages_in_chromium(browser: Any, site: tuple[str, Seeded, Seeded]) -> No
     assert legend == [a.run, b.run]
     shoot(d, "compare")
     assert {p.name for p in SHOTS.glob("*.png")} >= {
-        f"{n}.png" for n in ("index", "run", "prompts", "prompt", "dataset", "compare")
+        f"{n}.png"
+        for n in ("index", "run", "run-profile", "prompts", "prompt", "dataset", "compare")
     }

@@ -127,3 +127,44 @@ async def test_route_limits_and_unknowns(client: httpx.AsyncClient, uid: str) ->
     r = await client.post(f"/v1/runs/{run}/route", json={"texts": ["q", "r"], "tiers": tiers})
     assert r.status_code == 200 and r.json()["tiers"][0]["share"] == 1.0
     assert r.json()["model_version"] is None
+
+
+async def _logged(state: AppState, run: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.models import Run
+    from service.routing.log import recent
+
+    async with session_scope(state.read_sessionmaker) as s:
+        run_id = (await s.execute(select(Run.id).where(Run.name == run))).scalar_one()
+        return await recent(s, run_id, 100)
+
+
+async def test_route_log_once_per_answered_call(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    ds, run = f"ds-{uid}", f"run-{uid}"
+    await client.post("/v1/datasets", json={"name": ds})
+    prompts = [{"id": f"p{i}", "text": f"q {i}"} for i in range(5)]
+    await client.post(f"/v1/datasets/{ds}/prompts", json={"prompts": prompts})
+    await client.post("/v1/runs", json={"name": run, "dataset": ds, "group_size": 4})
+    tiers = [{"name": "small", "max_difficulty": 0.3}, {"name": "large", "max_difficulty": 0.9}]
+    url = f"/v1/runs/{run}/route"
+    ok = await client.post(url, json={"prompt_ids": ["p0", "p1", "p2"], "tiers": tiers})
+    assert ok.status_code == 200, ok.text
+    stepped = await client.post(url, json={"texts": ["a", "b"], "tiers": tiers, "step": 7})
+    assert stepped.status_code == 200, stepped.text
+    # rejected calls write nothing: an unknown id, bad tiers, a bad step
+    for body in (
+        {"prompt_ids": ["p0", "zz"], "tiers": tiers},
+        {"prompt_ids": ["p0"], "tiers": tiers[::-1]},
+        {"prompt_ids": ["p0"], "tiers": tiers, "step": -1},
+    ):
+        assert (await client.post(url, json=body)).status_code == 422
+    logged = await _logged(state, run)
+    assert [c.step for c in logged] == [None, 7]
+    for call, answer in zip(logged, (ok.json(), stepped.json()), strict=True):
+        assert call.items == len(answer["items"]) and call.unrouted == answer["unrouted"]
+        assert list(call.tiers) == [(t["name"], t["count"]) for t in answer["tiers"]]
+    assert logged[0].at <= logged[1].at
