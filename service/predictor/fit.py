@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import utcnow
-from service.estimator import PredictorState
+from service.estimator import PredictorState, mixed
 from service.estimator.beta import PromptStats
 from service.estimator.calibrate import fit_calibrated, predict_rates
 from service.estimator.inputs import F32, DatasetInputs, fit_config
@@ -107,7 +107,7 @@ class FitJobs:
         trained = await asyncio.to_thread(_train, job, self.threads)
         if trained is None:
             return None
-        state, prior, fitted_prompts = trained
+        state, prior, p_mixed, fitted_prompts = trained
         blob: bytes | None = None
         if job.cfg.tracking:
             async with self.read_sessionmaker() as session:
@@ -128,7 +128,7 @@ class FitJobs:
             "fit_seconds": round(time.perf_counter() - t0, 3),
             "fitted_prompts": fitted_prompts,
         }
-        version = await self._store(job, state, prior, blob)
+        version = await self._store(job, state, prior, p_mixed, blob)
         if version is not None:
             await self._observe(job, version, time.perf_counter() - t0)
             log.info(
@@ -195,7 +195,7 @@ class FitJobs:
         self.metrics.predictor_version.labels(run=run.name).set(version)
 
     async def _store(
-        self, job: _Job, state: PredictorState, prior: F32, blob: bytes | None
+        self, job: _Job, state: PredictorState, prior: F32, p_mixed: F32 | None, blob: bytes | None
     ) -> int | None:
         version = (job.prev.version if job.prev is not None else 0) + 1
         async with self.sessionmaker() as session:
@@ -206,6 +206,7 @@ class FitJobs:
                     trained_on=job.target,
                     state=state.to_bytes(),
                     priors=prior.tobytes(),
+                    mixed=p_mixed.tobytes() if p_mixed is not None else None,
                     tracking=blob,
                     calibration=job.calibration,
                 )
@@ -219,8 +220,8 @@ class FitJobs:
         return version
 
 
-def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
-    """The new state, its prediction for every prompt, and how many prompts it learned from."""
+def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, F32 | None, int] | None:
+    """The new state, its rate and P(mixed) for every prompt, how many prompts it learned from."""
     idx, succ, trials, lp = _training_rows(
         job.stats, job.inputs.mask, job.step, job.cfg.discount, job.logprobs
     )
@@ -233,7 +234,23 @@ def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
     else:
         assert job.init is not None
         new = job.init
-    return new, _predict_all(new, job.inputs), len(idx)
+    return new, _predict_all(new, job.inputs), _mixed_all(job, idx), len(idx)
+
+
+def _mixed_all(job: _Job, idx: npt.NDArray[np.int64]) -> F32 | None:
+    """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn."""
+    if len(idx) == 0:
+        return None
+    succ = np.array([job.stats[i].successes for i in idx], dtype=np.float64)
+    rollouts = np.array([job.stats[i].rollouts for i in idx], dtype=np.float64)
+    rows = np.flatnonzero(job.inputs.mask)
+    y = mixed.mixed_targets(succ, rollouts)
+    got = mixed.fit_predict(job.inputs.x[idx], y, job.inputs.x[rows])
+    if got is None:
+        return None
+    out = np.full(len(job.inputs.mask), np.nan, dtype=np.float32)
+    out[rows] = got
+    return out
 
 
 def _training_rows(
