@@ -23,6 +23,7 @@ CALIBRATION = {
     "mean_predicted": "mean prior of those prompts",
     "mean_observed": "their mean observed pass rate",
     "unseen_prompts": "prompts those figures are over",
+    "mixed_auc": "how well the previous version's P(mixed) told whose new outcomes were mixed (AUC)",
     "scored_version": "the version those figures score",
     "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
     "served_drift_logit": "how far served prompts came out above their estimate (logit)",

@@ -13,11 +13,14 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -281,6 +284,17 @@ async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]
     return {int(i): float(v) for i, v in rows.tuples() if v is not None}
 
 
+def _mixed_auc(p_mixed: F32, rows: Sequence[Any]) -> dict[str, float]:
+    """How well the previous version's P(mixed) told which prompts' new outcomes were mixed."""
+    got = [(float(p_mixed[i]), 0 < k < n) for i, n, k in rows if i < len(p_mixed) and n]
+    got = [(p, y) for p, y in got if p == p]
+    labels = {y for _, y in got}
+    if len(labels) < 2:
+        return {}
+    score, truth = zip(*got, strict=True)
+    return {"mixed_auc": float(roc_auc_score(truth, score))}
+
+
 def _selection_base(
     cfg: SelectionConfig, prev: PredictorVersion | None, size: int
 ) -> tuple[F64, F64]:
@@ -317,6 +331,8 @@ async def _calibration(
     pri = np.frombuffer(prev.priors, dtype=np.float32)
     pairs = [(float(pri[i]), k / n) for i, n, k in rows if i < len(pri) and pri[i] == pri[i] and n]
     scored = {"scored_version": float(prev.version), "unseen_prompts": float(len(pairs))}
+    if prev.mixed:
+        scored |= _mixed_auc(np.frombuffer(prev.mixed, dtype=np.float32), rows)
     if len(pairs) < 3:
         return scored
     pred, obs = np.array(pairs).T

@@ -528,7 +528,7 @@ async def test_the_mixed_classifier_picks_unseen_prompts_that_give_mixed_groups(
     rows, run = await _setup(client, state, uid, 3000, 2000, "ngrams")
     async with state.read_sessionmaker() as session:
         run_id = (await runs.get_by_name(session, OPEN, run)).id
-        prior = await versions.priors(state.cache, session, run_id)
+        prior = await versions.priors(state.predictor_cache, session, run_id)
     assert prior is not None and prior.mixed is not None
     held = np.arange(2000, 3000)
     truth = np.array([p["pass_rate"] for p in rows[2000:]])
