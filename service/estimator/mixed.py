@@ -26,6 +26,9 @@ MIN_EACH_CLASS = 20
 C = 1.0
 """Inverse L2 strength; 0.3-3 measured alike on DeepScaleR with n-gram inputs."""
 
+MAX_ROWS = 10_000
+"""A larger run trains on a fixed random sample: the fit stays a few seconds at any size."""
+
 
 def mixed_targets(
     successes: npt.NDArray[np.float64], rollouts: npt.NDArray[np.float64]
@@ -43,8 +46,11 @@ def fit_predict(x_train: Any, y: npt.NDArray[np.int64], x_all: Any) -> F32 | Non
     ones = int(y.sum())
     if min(ones, len(y) - ones) < MIN_EACH_CLASS:
         return None
+    rows = np.arange(len(y))
+    if len(y) > MAX_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(len(y), MAX_ROWS, replace=False))
     model = LogisticRegression(C=C, max_iter=300)
-    model.fit(_embedding(x_train), y)
+    model.fit(_embedding(as_inputs(x_train)[rows]), y[rows])
     out: F32 = model.predict_proba(_embedding(x_all))[:, 1].astype(np.float32)
     return out
 
