@@ -23,6 +23,7 @@ CALIBRATION = {
     "mean_predicted": "mean prior of those prompts",
     "mean_observed": "their mean observed pass rate",
     "unseen_prompts": "prompts those figures are over",
+    "mixed_auc": "AUC of the previous version's P(mixed) on whose new outcomes were mixed",
     "scored_version": "the version those figures score",
     "prior_strength": "pseudo-count the prior is worth, estimated on held-out prompts",
     "label_weight": "weight of the known difficulty (logit per logit; 1 as given, 0 ignored)",

@@ -255,7 +255,14 @@ def _split_budget(
 async def _candidates(view: RunEstimates, idx: IntArray) -> selection.Candidates:
     est = await view.at(idx, selecting=True)
     age = np.where(est.seen, view.step - est.stats.last_step, np.inf)
-    return selection.Candidates(idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age)
+    mixed = None
+    if view.prior is not None and view.prior.mixed is not None:
+        inside = idx < len(view.prior.mixed)
+        mixed = np.full(len(idx), np.nan)
+        mixed[inside] = view.prior.mixed[idx[inside]]
+    return selection.Candidates(
+        idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age, mixed=mixed
+    )
 
 
 async def _store(

@@ -28,6 +28,7 @@ class Prior:
     drift: float
     strength: float | None = None
     tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
+    mixed: F32 | None = None  # per-prompt P(mixed) of the mixed-group classifier (NaN: none)
 
 
 def label_prior(labels: F32, cfg: SelectionConfig) -> Prior:

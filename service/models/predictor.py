@@ -22,6 +22,8 @@ class PredictorVersion(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)
     priors: Mapped[bytes] = mapped_column(LargeBinary)
     calibration: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # the mixed-group classifier's P(mixed) per prompt (estimator/mixed.py); None before it learns
+    mixed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # the exposure replay to continue from and the shifts it gives (predictor/tracking.py)
     tracking: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     fitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,17 +13,20 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import utcnow
-from service.estimator import PredictorState
+from service.estimator import PredictorState, mixed
 from service.estimator.beta import PromptStats
 from service.estimator.calibrate import fit_calibrated, label_logits, label_offset, predict_rates
 from service.estimator.inputs import F32, DatasetInputs, fit_config
@@ -109,7 +112,7 @@ class FitJobs:
         trained = await asyncio.to_thread(_train, job, self.threads)
         if trained is None:
             return None
-        state, prior, fitted_prompts = trained
+        state, prior, p_mixed, fitted_prompts = trained
         blob: bytes | None = None
         if job.cfg.tracking:
             async with self.read_sessionmaker() as session:
@@ -135,7 +138,7 @@ class FitJobs:
             "fit_seconds": round(time.perf_counter() - t0, 3),
             "fitted_prompts": fitted_prompts,
         }
-        version = await self._store(job, state, prior, blob)
+        version = await self._store(job, state, prior, p_mixed, blob)
         if version is not None:
             await self._observe(job, version, time.perf_counter() - t0)
             log.info(
@@ -203,7 +206,7 @@ class FitJobs:
         self.metrics.predictor_version.labels(run=run.name).set(version)
 
     async def _store(
-        self, job: _Job, state: PredictorState, prior: F32, blob: bytes | None
+        self, job: _Job, state: PredictorState, prior: F32, p_mixed: F32 | None, blob: bytes | None
     ) -> int | None:
         version = (job.prev.version if job.prev is not None else 0) + 1
         async with self.sessionmaker() as session:
@@ -214,6 +217,7 @@ class FitJobs:
                     trained_on=job.target,
                     state=state.to_bytes(),
                     priors=prior.tobytes(),
+                    mixed=p_mixed.tobytes() if p_mixed is not None else None,
                     tracking=blob,
                     calibration=job.calibration,
                 )
@@ -227,8 +231,8 @@ class FitJobs:
         return version
 
 
-def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
-    """The new state, its prediction for every prompt, and how many prompts it learned from."""
+def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, F32 | None, int] | None:
+    """The new state, its rate and P(mixed) for every prompt, how many prompts it learned from."""
     idx, succ, trials, lp = _training_rows(
         job.stats, job.inputs.mask, job.step, job.cfg.discount, job.logprobs
     )
@@ -250,7 +254,7 @@ def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, int] | None:
     else:
         assert job.init is not None
         new = job.init
-    return new, _predict_all(new, job.inputs, label), len(idx)
+    return new, _predict_all(new, job.inputs, label), _mixed_all(job, idx), len(idx)
 
 
 def _label_logits(labels: F32 | None, size: int) -> F64 | None:
@@ -260,6 +264,22 @@ def _label_logits(labels: F32 | None, size: int) -> F64 | None:
     out = np.full(size, np.nan)
     n = min(size, len(labels))
     out[:n] = label_logits(labels[:n])
+    return out
+
+
+def _mixed_all(job: _Job, idx: npt.NDArray[np.int64]) -> F32 | None:
+    """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn."""
+    if len(idx) == 0:
+        return None
+    succ = np.array([job.stats[i].successes for i in idx], dtype=np.float64)
+    rollouts = np.array([job.stats[i].rollouts for i in idx], dtype=np.float64)
+    rows = np.flatnonzero(job.inputs.mask)
+    y = mixed.mixed_targets(succ, rollouts)
+    got = mixed.fit_predict(job.inputs.x[idx], y, job.inputs.x[rows])
+    if got is None:
+        return None
+    out = np.full(len(job.inputs.mask), np.nan, dtype=np.float32)
+    out[rows] = got
     return out
 
 
@@ -289,6 +309,17 @@ async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]
         .group_by(Outcome.prompt_idx)
     )
     return {int(i): float(v) for i, v in rows.tuples() if v is not None}
+
+
+def _mixed_auc(p_mixed: F32, rows: Sequence[Any]) -> dict[str, float]:
+    """How well the previous version's P(mixed) told which prompts' new outcomes were mixed."""
+    got = [(float(p_mixed[i]), 0 < k < n) for i, n, k in rows if i < len(p_mixed) and n]
+    got = [(p, y) for p, y in got if p == p]
+    labels = {y for _, y in got}
+    if len(labels) < 2:
+        return {}
+    score, truth = zip(*got, strict=True)
+    return {"mixed_auc": float(roc_auc_score(truth, score))}
 
 
 def _selection_base(
@@ -334,6 +365,8 @@ async def _calibration(
     pri = np.frombuffer(prev.priors, dtype=np.float32)
     pairs = [(float(pri[i]), k / n) for i, n, k in rows if i < len(pri) and pri[i] == pri[i] and n]
     scored = {"scored_version": float(prev.version), "unseen_prompts": float(len(pairs))}
+    if prev.mixed:
+        scored |= _mixed_auc(np.frombuffer(prev.mixed, dtype=np.float32), rows)
     if len(pairs) < 3:
         return scored
     pred, obs = np.array(pairs).T

@@ -34,6 +34,7 @@ async def latest(
             defer(PredictorVersion.state),
             defer(PredictorVersion.priors),
             defer(PredictorVersion.tracking),
+            defer(PredictorVersion.mixed),
         )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -54,7 +55,10 @@ async def priors(cache: PredictorCache, session: AsyncSession, run_id: int) -> P
     row = (
         await session.execute(
             select(
-                PredictorVersion.priors, PredictorVersion.calibration, PredictorVersion.tracking
+                PredictorVersion.priors,
+                PredictorVersion.calibration,
+                PredictorVersion.tracking,
+                PredictorVersion.mixed,
             ).where(PredictorVersion.run_id == run_id, PredictorVersion.version == version)
         )
     ).one()
@@ -64,6 +68,7 @@ async def priors(cache: PredictorCache, session: AsyncSession, run_id: int) -> P
         drift=float(row.calibration.get("served_drift_logit", 0.0)),
         strength=row.calibration.get("prior_strength"),
         tracked=tracking.unpack_shifts(row.tracking),
+        mixed=np.frombuffer(row.mixed, dtype=np.float32) if row.mixed else None,
     )
     cache.priors[run_id] = prior
     return prior
@@ -103,7 +108,7 @@ async def prune(session: AsyncSession, run_id: int, newest: int) -> None:
             PredictorVersion.version <= newest - KEEP_BLOBS,
             func.length(PredictorVersion.state) > 0,
         )
-        .values(state=b"", priors=b"", tracking=None)
+        .values(state=b"", priors=b"", tracking=None, mixed=None)
         .execution_options(synchronize_session=False)
     )
 

@@ -26,20 +26,26 @@ class Candidates:
     beta: FloatArray
     seen: npt.NDArray[np.bool_]
     age: FloatArray | None = None  # steps since the last outcome (inf: never seen)
+    mixed: FloatArray | None = None  # the mixed-group classifier's P(mixed) (NaN: none)
 
     def take(self, pos: IntArray) -> Candidates:
         age = None if self.age is None else self.age[pos]
-        return Candidates(self.idx[pos], self.alpha[pos], self.beta[pos], self.seen[pos], age)
+        mixed = None if self.mixed is None else self.mixed[pos]
+        return Candidates(
+            self.idx[pos], self.alpha[pos], self.beta[pos], self.seen[pos], age, mixed
+        )
 
     @staticmethod
     def concat(a: Candidates, b: Candidates) -> Candidates:
         age = None if a.age is None or b.age is None else np.concatenate([a.age, b.age])
+        mixed = None if a.mixed is None or b.mixed is None else np.concatenate([a.mixed, b.mixed])
         return Candidates(
             np.concatenate([a.idx, b.idx]),
             np.concatenate([a.alpha, b.alpha]),
             np.concatenate([a.beta, b.beta]),
             np.concatenate([a.seen, b.seen]),
             age,
+            mixed,
         )
 
     @property
@@ -185,10 +191,11 @@ class Informative(_Scored):
         self, cands: Candidates, cfg: SelectionConfig, rng: np.random.Generator, group_size: int
     ) -> FloatArray:
         if cfg.thompson_draws == 0:
-            return p_mixed(cands.alpha, cands.beta, group_size)
-        draws = rng.beta(cands.alpha, cands.beta, size=(cfg.thompson_draws, len(cands)))
-        out: FloatArray = p_mixed_at(draws, group_size).mean(axis=0)
-        return out
+            scores = p_mixed(cands.alpha, cands.beta, group_size)
+        else:
+            draws = rng.beta(cands.alpha, cands.beta, size=(cfg.thompson_draws, len(cands)))
+            scores = p_mixed_at(draws, group_size).mean(axis=0)
+        return reorder_unseen(scores, cands)
 
     def explore_pool(self, cands: Candidates, rest: IntArray) -> IntArray:
         """Prompts filtered out before (they have history) are the ones worth re-testing."""
@@ -203,6 +210,25 @@ class Informative(_Scored):
         order = np.lexsort((rng.random(len(pool)), -cands.age[pool]))
         out: IntArray = pool[order[:n]]
         return out
+
+
+def reorder_unseen(scores: FloatArray, cands: Candidates) -> FloatArray:
+    """Unseen prompts keep their scores as a set but take them in the classifier's order.
+
+    The prior's optimism decides how many new prompts a batch takes against ones with
+    history (a new prompt that turns out mixed pays back over several steps); which new
+    prompts is better told by the mixed-group classifier (estimator/mixed.py).
+    """
+    if cands.mixed is None:
+        return scores
+    pos = np.flatnonzero(~cands.seen & np.isfinite(cands.mixed))
+    if len(pos) < 2:
+        return scores
+    out = scores.copy()
+    # equal scores (one prior for all) still follow the classifier, not the random tie-break
+    by_score = np.sort(scores[pos])[::-1] - 1e-9 * np.arange(len(pos))
+    out[pos[np.argsort(-cands.mixed[pos], kind="stable")]] = by_score
+    return out
 
 
 class Window:

@@ -519,3 +519,22 @@ async def test_a_fit_shows_on_metrics(client: httpx.AsyncClient, state: AppState
     after = state.metrics.fit_duration.collect()[0].samples
     assert next(x.value for x in after if x.name.endswith("_count")) == count0 + 1
     assert "depo_fit_lag_groups_count" in text
+
+
+async def test_the_mixed_classifier_picks_unseen_prompts_that_give_mixed_groups(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """Fails if the fit stores no P(mixed) per prompt or if it carries no signal."""
+    rows, run = await _setup(client, state, uid, 3000, 2000, "ngrams")
+    async with state.read_sessionmaker() as session:
+        run_id = (await runs.get_by_name(session, OPEN, run)).id
+        prior = await versions.priors(state.predictor_cache, session, run_id)
+    assert prior is not None and prior.mixed is not None
+    held = np.arange(2000, 3000)
+    truth = np.array([p["pass_rate"] for p in rows[2000:]])
+    true_mixed = 1 - truth**8 - (1 - truth) ** 8
+    top = np.argsort(-prior.mixed[held])[:250]
+    assert true_mixed[top].mean() > true_mixed.mean() + 0.03, (
+        true_mixed[top].mean(),
+        true_mixed.mean(),
+    )

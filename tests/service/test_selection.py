@@ -46,6 +46,26 @@ def test_informative_prefers_mixed_groups_and_explores_rejects() -> None:
     assert 20 - mid == round(0.25 * 20), "the exploration share re-tests filtered prompts"
 
 
+def test_informative_takes_unseen_prompts_in_the_mixed_classifiers_order() -> None:
+    """Which new prompts: the classifier's best; how many against seen ones: as without it."""
+    rng = np.random.default_rng(0)
+    unseen = _cands(np.linspace(0.1, 0.6, 20).tolist(), strength=2, seen=False)
+    mixed = np.linspace(0.1, 0.9, 20)
+    seen = _cands([0.5] * 10 + [0.02] * 10, strength=4)
+    cands = st.Candidates.concat(
+        st.Candidates(unseen.idx, unseen.alpha, unseen.beta, unseen.seen, mixed=mixed),
+        st.Candidates(seen.idx + 20, seen.alpha, seen.beta, seen.seen, mixed=np.full(20, 0.99)),
+    )
+    cfg = SelectionConfig(explore=0.0)
+    keep = st.get("informative").choose(cands, 15, cfg, rng, 8)
+    plain = st.Candidates(cands.idx, cands.alpha, cands.beta, cands.seen)
+    before = st.get("informative").choose(plain, 15, cfg, np.random.default_rng(0), 8)
+    new = sorted(i for i in keep.tolist() if i < 20)
+    assert len(new) == sum(i < 20 for i in before.tolist()), "as many new prompts as without it"
+    assert new == list(range(20 - len(new), 20)), "the classifier's likeliest-mixed ones"
+    assert 0 < len(new) < 15
+
+
 def test_target_is_thompson_sampled_around_target() -> None:
     cfg = SelectionConfig(target=0.3, explore=0.0)
     cands = _cands([0.1, 0.3, 0.31, 0.9, 0.6], strength=400)
