@@ -25,6 +25,7 @@ class Prior:
     drift: float
     strength: float | None = None
     tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
+    history_strength: float | None = None  # learned kappa of `history_from` counts, if any
 
 
 def strength(cfg: SelectionConfig, prior: Prior | None, *, selecting: bool = False) -> float:

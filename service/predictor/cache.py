@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from service.estimator import PredictorState
 from service.estimator.exposure import Graph
+from service.estimator.history import F64
 from service.estimator.inputs import DatasetInputs
 from service.estimator.prior import Prior
 
@@ -19,3 +20,5 @@ class PredictorCache:
     inputs: dict[int, tuple[tuple[int, str], DatasetInputs]] = field(default_factory=dict)
     # a dataset's neighbour graph, current while its inputs object is the cached one
     graphs: dict[int, tuple[DatasetInputs, Graph]] = field(default_factory=dict)
+    # a run's `history_from` snapshot by prompt idx (successes, failures): written once
+    histories: dict[int, tuple[F64, F64]] = field(default_factory=dict)

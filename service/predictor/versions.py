@@ -64,6 +64,7 @@ async def priors(cache: PredictorCache, session: AsyncSession, run_id: int) -> P
         drift=float(row.calibration.get("served_drift_logit", 0.0)),
         strength=row.calibration.get("prior_strength"),
         tracked=tracking.unpack_shifts(row.tracking),
+        history_strength=row.calibration.get("history_strength"),
     )
     cache.priors[run_id] = prior
     return prior

@@ -290,3 +290,26 @@ def test_reports_without_a_batch_count_once_per_partition(depo: DepoClient, name
     dup = depo.report(f"run-{name}", 0, group, partition="p0")
     assert (dup.accepted, dup.duplicates) == (0, 1)
     assert depo.get_run(f"run-{name}").outcomes == 3
+
+
+async def test_a_run_starts_from_another_runs_history(
+    depo: DepoClient, server: LiveServer, name: str
+) -> None:
+    depo.create_dataset(f"ds-{name}")
+    depo.upload_prompts(f"ds-{name}", PROMPTS[:10], progress=False)
+    depo.create_run(f"src-{name}", f"ds-{name}", group_size=4)
+    depo.report(f"src-{name}", 0, [{"prompt_id": "p1", "rewards": [1.0, 1.0, 1.0, 1.0]}])
+    run = depo.create_run(f"new-{name}", f"ds-{name}", 4, history_from=f"src-{name}")
+    assert run.history_from == f"src-{name}" and run.init_from is None
+    assert run.history is not None and run.history.source == f"src-{name}"
+    assert (run.history.prompts, run.history.learned) == (1, False)
+    assert 0.0 < run.history.weight < 1.0 and run.history.strength > 0
+    assert depo.predictor(f"new-{name}").history_from == f"src-{name}"
+    with pytest.raises(Conflict):
+        depo.create_run(f"new-{name}", f"ds-{name}", 4)
+    async with AsyncDepoClient(server.url) as adepo:
+        with pytest.raises(BadRequest) as bad:
+            await adepo.create_run(f"x-{name}", f"ds-{name}", 4, history_from="nope")
+        assert bad.value.field == "history_from"
+        same = await adepo.create_run(f"new-{name}", f"ds-{name}", 4, history_from=f"src-{name}")
+        assert same.history == run.history
