@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.estimator.beta import StatsColumns, beta_posterior, beta_std, p_mixed, shift_logit
 from service.estimator.exposure import shift_for
+from service.estimator.history import DEFAULT_STRENGTH, History
 from service.estimator.prior import Prior, prior_pseudo_counts
+from service.history import snapshot
 from service.hotstats import catch_up as hotstats
 from service.hotstats.store import HotStore
 from service.models import Run
@@ -62,6 +64,7 @@ class RunEstimates:
     policy: SelectionConfig
     prior: Prior | None
     step: int
+    history: History | None = None  # another run's counts (`history_from`), weighted
 
     @property
     def version(self) -> int | None:
@@ -69,7 +72,15 @@ class RunEstimates:
 
     async def at(self, idx: I64, *, selecting: bool = False) -> Estimate:
         stats = await self.hot.get_columns(self.run_id, idx.tolist())
-        return estimate(self.policy, self.prior, idx, stats, self.step, selecting=selecting)
+        return estimate(
+            self.policy,
+            self.prior,
+            idx,
+            stats,
+            self.step,
+            selecting=selecting,
+            history=self.history,
+        )
 
 
 async def for_run(
@@ -93,7 +104,19 @@ async def for_run(
     if prior is None:  # no fit yet: known difficulties, where the prompts have them
         prior = await labels.cold_prior(cache, session, run, policy)
     at = max(run.max_step, 0) if step is None else step
-    return RunEstimates(hot, run.id, policy, prior, at)
+    history = await _history(session, cache, run, prior) if run.history_from else None
+    return RunEstimates(hot, run.id, policy, prior, at, history)
+
+
+async def _history(
+    session: AsyncSession, cache: PredictorCache, run: Run, prior: Prior | None
+) -> History | None:
+    """The source's counts at the newest version's learned strength (before any: the default)."""
+    dense = await snapshot.load(cache.histories, session, run.id)
+    if dense is None:
+        return None
+    k = prior.history_strength if prior is not None else None
+    return History(dense[0], dense[1], DEFAULT_STRENGTH if k is None else float(k))
 
 
 def estimate(
@@ -104,9 +127,17 @@ def estimate(
     step: int,
     *,
     selecting: bool = False,
+    history: History | None = None,
 ) -> Estimate:
-    """Prior pseudo-counts, plus discounted history, shifted by the training since it."""
+    """Prior pseudo-counts, plus discounted history, shifted by the training since it.
+
+    With `history` (another run's counts), its weighted counts join the prior: they are
+    evidence from before this run, so tracking never shifts them.
+    """
     a0, b0 = prior_pseudo_counts(policy, prior, idx, selecting=selecting)
+    if history is not None:
+        hs, hf = history.pseudo_counts(idx)
+        a0, b0 = a0 + hs, b0 + hf
     alpha, beta = beta_posterior(stats, step, policy.discount, a0, b0)
     seen = stats.seen
     if prior is not None and prior.tracked is not None and policy.tracking and seen.any():

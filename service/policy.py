@@ -50,7 +50,7 @@ class SelectionConfig(BaseModel):
         le=INT32_MAX,
         description=(
             "serve uniformly until the run has seen this many groups, unless it is warm-started "
-            "(init_from) and that predictor has landed"
+            "(init_from) and that predictor has landed, or starts from another run's history"
         ),
     )
     budget: bool = Field(False, description="suggest a rollout count n per served prompt")

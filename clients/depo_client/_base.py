@@ -124,6 +124,12 @@ def run_body(
     return body
 
 
+def sources(init_from: str | None, history_from: str | None) -> dict[str, str]:
+    """The runs a new run starts from, as the create body names them (unset: not sent)."""
+    named = {"init_from": init_from, "history_from": history_from}
+    return {k: v for k, v in named.items() if v is not None}
+
+
 def total_of(prompts: Iterable[PromptLike]) -> int | None:
     return len(prompts) if isinstance(prompts, Sized) else None
 

@@ -25,6 +25,7 @@ from depo_client._base import (
     predict_bodies,
     results_json,
     run_body,
+    sources,
     total_of,
 )
 from depo_client._curation import (
@@ -237,9 +238,17 @@ class DepoClient:
         success_threshold: float | None = None,
         strategy: str | None = None,
         selection: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
+        history_from: str | None = None,
     ) -> Run:
-        """Create a run, or return it when it exists with the same settings (else Conflict)."""
+        """Create a run, or return it when it exists with the same settings (else Conflict).
+
+        `init_from`: start the predictor from that run's newest version. `history_from`:
+        start each prompt's prior from that run's counts on the same dataset, at a weight
+        learned from this run's outcomes (`Run.history`).
+        """
         body = run_body(name, dataset, group_size, success_threshold, strategy, selection)
+        body.update(sources(init_from, history_from))
         return Run.from_json(self.request("POST", "/v1/runs", json=body))
 
     def get_run(self, name: str) -> Run:

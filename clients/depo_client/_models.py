@@ -19,6 +19,10 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -117,6 +121,36 @@ class Prompt:
 
 
 @dataclass(frozen=True, slots=True)
+class RunHistory:
+    """A `history_from` run's starting counts: their source and the weight they enter at."""
+
+    source: str
+    source_seq: int
+    source_step: int
+    prompts: int
+    strength: float
+    """kappa: n rollouts of a prompt's source history count at weight kappa / (kappa + n)."""
+    weight: float
+    """The weight of one group's worth of source history (n = group_size), in [0, 1]."""
+    learned: bool
+    """False while the weight is the default, before a fit had enough evidence."""
+    weight_prompts: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RunHistory:
+        return cls(
+            source=str(d["source"]),
+            source_seq=int(d["source_seq"]),
+            source_step=int(d["source_step"]),
+            prompts=int(d["prompts"]),
+            strength=float(d["strength"]),
+            weight=float(d["weight"]),
+            learned=bool(d["learned"]),
+            weight_prompts=int(d["weight_prompts"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     name: str
     dataset: str
@@ -134,9 +168,13 @@ class Run:
     zero_variance_share: float | None
     batches_served: int
     epoch: int
+    init_from: str | None = None
+    history_from: str | None = None
+    history: RunHistory | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Run:
+        hist = d.get("history")
         return cls(
             name=str(d["name"]),
             dataset=str(d["dataset"]),
@@ -153,6 +191,9 @@ class Run:
             zero_variance_share=_opt_float(d.get("zero_variance_share")),
             batches_served=int(d["batches_served"]),
             epoch=int(d["epoch"]),
+            init_from=_opt_str(d.get("init_from")),
+            history_from=_opt_str(d.get("history_from")),
+            history=None if hist is None else RunHistory.from_json(hist),
         )
 
 
@@ -429,6 +470,7 @@ class PredictorInfo:
     calibration: dict[str, Any]
     outcomes_since: int
     init_from: str | None
+    history_from: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PredictorInfo:
@@ -441,4 +483,5 @@ class PredictorInfo:
             calibration=dict(d.get("calibration") or {}),
             outcomes_since=int(d.get("outcomes_since", 0)),
             init_from=None if src is None else str(src),
+            history_from=_opt_str(d.get("history_from")),
         )

@@ -12,6 +12,7 @@ from service.admin.pages import dataset_href, fmt, link, page, pct, run_href, ta
 from service.admin.predictor import Reliability, VersionRow
 from service.admin.runlog import BINS, GROUPS, HIST, ROLLOUTS, ZERO, RunTotals
 from service.admin.service import PoolView, Savings
+from service.estimator.history import DEFAULT_STRENGTH, MIN_PROMPTS, weight
 from service.models import Run
 
 LAST_STEPS = 1000  # steps the by-step charts draw: the newest ones
@@ -113,7 +114,7 @@ def render(
         f"<h1>Run {escape(name)}</h1>"
         f"<p>strategy {escape(run.strategy)}, G = {run.group_size}, epoch {run.epoch} · "
         + " · ".join(links)
-        + f"</p>{head}"
+        + f"</p>{_history_line(run, versions)}{head}"
         + "<h2>By step</h2>"
         + _by_step(run, t, view, saved)
         + "<h2>Rollouts saved</h2>"
@@ -126,6 +127,23 @@ def render(
         + extra  # profile by metadata field, export links, route shares (curation.py)
     )
     return page(f"run {name}", body, refresh=refresh, here=run_href(name))
+
+
+def _history_line(run: Run, versions: Sequence[VersionRow]) -> str:
+    """A `history_from` run: its source and the weight the source's counts have now."""
+    if run.history_from is None:
+        return ""
+    cal = versions[-1].calibration if versions else {}
+    k, used = cal.get("history_strength"), int(cal.get("history_prompts", 0))
+    learned = k is not None and used >= MIN_PROMPTS
+    kappa = float(k) if k is not None else DEFAULT_STRENGTH
+    how = f"learned on {fmt(used)} prompts both runs rolled out" if learned else "the default"
+    src = run.history_from
+    return (
+        f'<p id="history">starts from the per-prompt history of run '
+        f"{link(run_href(src), src)}: weight {float(weight(kappa, run.group_size)):.2f} a group "
+        f"(at most {kappa:.3g} rollouts a prompt; {how})</p>"
+    )
 
 
 def _q(name: str) -> str:

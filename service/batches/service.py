@@ -180,8 +180,8 @@ async def _create(
     policy = view.policy
     name = body.strategy or run.strategy
     # a run warm-started from another run's predictor is not blind: once that version has
-    # landed, its estimates select from the first batch on
-    warm = run.init_from is not None and view.version is not None
+    # landed, its estimates select from the first batch on; nor is one with another's history
+    warm = (run.init_from is not None and view.version is not None) or view.history is not None
     if run.groups < policy.warmup_outcomes and not warm:
         name = "uniform"
     leased = await leased_idxs(session, run.id)

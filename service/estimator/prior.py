@@ -29,6 +29,7 @@ class Prior:
     strength: float | None = None
     tracked: Shifts | None = None  # per-prompt training since its evidence (tracking)
     mixed: F32 | None = None  # per-prompt P(mixed) of the mixed-group classifier (NaN: none)
+    history_strength: float | None = None  # learned kappa of `history_from` counts, if any
 
 
 def label_prior(labels: F32, cfg: SelectionConfig) -> Prior:

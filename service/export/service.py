@@ -114,7 +114,9 @@ class Exporter:
     async def _score(self, idx: I64) -> _Scored:
         stats = await self.view.hot.get_many(self.view.run_id, idx.tolist())
         v = self.view
-        est = estimates.estimate(v.policy, v.prior, idx, StatsColumns.of(stats), v.step)
+        est = estimates.estimate(
+            v.policy, v.prior, idx, StatsColumns.of(stats), v.step, history=v.history
+        )
         return _Scored(
             idx=idx,
             pass_rate=est.mean,

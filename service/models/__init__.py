@@ -2,6 +2,7 @@
 
 from service.models.batches import Batch, BatchItem
 from service.models.datasets import Dataset, Prompt
+from service.models.history import RunHistory
 from service.models.keys import ApiKey
 from service.models.outcomes import Outcome
 from service.models.predictor import PredictorVersion
@@ -18,4 +19,5 @@ __all__ = [
     "Prompt",
     "RouteLog",
     "Run",
+    "RunHistory",
 ]

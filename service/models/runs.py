@@ -16,7 +16,7 @@ class Run(Base):
     __table_args__ = (UniqueConstraint("namespace", "name"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    # a run lives in its dataset's namespace; `init_from` names a run of the same namespace
+    # a run lives in its dataset's namespace; `init_from` and `history_from` name runs of it
     namespace: Mapped[str] = mapped_column(String(200), default="default", server_default="default")
     name: Mapped[str] = mapped_column(String(200))
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
@@ -25,6 +25,8 @@ class Run(Base):
     strategy: Mapped[str] = mapped_column(String(50))
     selection: Mapped[dict[str, Any]] = mapped_column(JSONType)
     init_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # the run whose per-prompt counts this one's prior starts from (a RunHistory row holds them)
+    history_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     # Log positions and selection cursor; only written while the row is locked.

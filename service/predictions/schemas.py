@@ -57,3 +57,4 @@ class PredictorRead(BaseModel):
     calibration: dict[str, Any]
     outcomes_since: int
     init_from: str | None
+    history_from: str | None = None

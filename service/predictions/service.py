@@ -121,4 +121,5 @@ async def current(session: AsyncSession, run: Run) -> PredictorRead:
         calibration=row.calibration if row else {},
         outcomes_since=run.outcome_seq - (row.trained_on if row else 0),
         init_from=run.init_from,
+        history_from=run.history_from,
     )

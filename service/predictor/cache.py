@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from service.estimator import PredictorState
 from service.estimator.exposure import Graph
+from service.estimator.history import F64
 from service.estimator.inputs import F32, DatasetInputs
 from service.estimator.prior import Prior
 
@@ -21,3 +22,5 @@ class PredictorCache:
     graphs: dict[int, tuple[DatasetInputs, Graph]] = field(default_factory=dict)
     # a dataset's known difficulties by idx, keyed by (label_rev, prompt_count)
     labels: dict[int, tuple[tuple[int, int], F32 | None]] = field(default_factory=dict)
+    # a run's `history_from` snapshot by prompt idx (successes, failures): written once
+    histories: dict[int, tuple[F64, F64]] = field(default_factory=dict)

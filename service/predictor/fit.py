@@ -29,8 +29,10 @@ from service.db import utcnow
 from service.estimator import PredictorState, mixed
 from service.estimator.beta import PromptStats
 from service.estimator.calibrate import fit_calibrated, label_logits, label_offset, predict_rates
+from service.estimator.history import DEFAULT_STRENGTH, History, learn_strength, weight
 from service.estimator.inputs import F32, DatasetInputs, fit_config
 from service.estimator.prior import Prior, prior_pseudo_counts
+from service.history import snapshot
 from service.hotstats.catch_up import catch_up
 from service.hotstats.store import HotStore
 from service.jobs import Jobs
@@ -64,7 +66,9 @@ class _Job:
     calibration: dict[str, float]
     logprobs: dict[int, float]
     step: int
+    group_size: int
     labels: F32 | None = None  # known difficulties by idx (NaN: none)
+    history: tuple[F64, F64] | None = None  # `history_from` counts by prompt idx
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,13 @@ class FitJobs:
         if trained is None:
             return None
         state, prior, p_mixed, fitted_prompts = trained
+        if job.history is not None:  # cheap (at most 20,000 prompts x 42 strengths), off the loop
+            kappa, overlap = await asyncio.to_thread(_history_strength, job)
+            job.calibration |= {
+                "history_strength": kappa,
+                "history_weight": float(weight(kappa, job.group_size)),
+                "history_prompts": overlap,
+            }
         blob: bytes | None = None
         if job.cfg.tracking:
             async with self.read_sessionmaker() as session:
@@ -125,7 +136,7 @@ class FitJobs:
                     job.dataset_id,
                     job.inputs,
                     job.target,
-                    _selection_base(job.cfg, job.prev, len(job.inputs.mask)),
+                    _selection_base(job.cfg, job.prev, len(job.inputs.mask), job.history),
                 )
             job.calibration |= report
         cal = state.meta.get("calibration", {})
@@ -195,6 +206,12 @@ class FitJobs:
             logprobs=await _mean_logprobs(session, run.id),
             step=max(run.max_step, 0),
             labels=await dataset_labels(self.cache, session, dataset),
+            group_size=run.group_size,
+            history=(
+                await snapshot.load(self.cache.histories, session, run.id)
+                if run.history_from
+                else None
+            ),
         )
 
     async def _observe(self, job: _Job, version: int, seconds: float) -> None:
@@ -322,10 +339,28 @@ def _mixed_auc(p_mixed: F32, rows: Sequence[Any]) -> dict[str, float]:
     return {"mixed_auc": float(roc_auc_score(truth, score))}
 
 
+def _history_strength(job: _Job) -> tuple[float, int]:
+    """The `history_from` strength this run's own counts (discounted to now) favour."""
+    assert job.history is not None
+    src_s, src_f = job.history
+    own_s, own_f = np.zeros(len(src_s)), np.zeros(len(src_s))
+    for i, st in job.stats.items():
+        if i < len(src_s):
+            decay = job.cfg.discount ** max(job.step - st.last_step, 0)
+            own_s[i], own_f[i] = st.disc_successes * decay, st.disc_failures * decay
+    return learn_strength(src_s, src_f, own_s, own_f, job.cfg.prior_alpha, job.cfg.prior_beta)
+
+
 def _selection_base(
-    cfg: SelectionConfig, prev: PredictorVersion | None, size: int
+    cfg: SelectionConfig,
+    prev: PredictorVersion | None,
+    size: int,
+    history: tuple[F64, F64] | None = None,
 ) -> tuple[F64, F64]:
-    """The Beta prior selection scored prompts with until now: the previous version's."""
+    """The Beta prior selection scored prompts with until now: the previous version's.
+
+    With `history_from`, the source's counts at the previous version's strength join it.
+    """
     prior = None
     if prev is not None and prev.priors:
         prior = Prior(
@@ -334,7 +369,15 @@ def _selection_base(
             drift=0.0,
             strength=prev.calibration.get("prior_strength"),
         )
-    return prior_pseudo_counts(cfg, prior, np.arange(size, dtype=np.int64), selecting=True)
+    a0, b0 = prior_pseudo_counts(cfg, prior, np.arange(size, dtype=np.int64), selecting=True)
+    if history is not None:
+        k = prev.calibration.get("history_strength") if prev is not None else None
+        n = min(size, len(history[0]))
+        past = History(history[0], history[1], DEFAULT_STRENGTH if k is None else float(k))
+        hs, hf = past.pseudo_counts(np.arange(n, dtype=np.int64))
+        a0[:n] += hs
+        b0[:n] += hf
+    return a0, b0
 
 
 def _predict_all(st: PredictorState, inputs: DatasetInputs, label: F64 | None = None) -> F32:

@@ -69,6 +69,7 @@ async def priors(cache: PredictorCache, session: AsyncSession, run_id: int) -> P
         strength=row.calibration.get("prior_strength"),
         tracked=tracking.unpack_shifts(row.tracking),
         mixed=np.frombuffer(row.mixed, dtype=np.float32) if row.mixed else None,
+        history_strength=row.calibration.get("history_strength"),
     )
     cache.priors[run_id] = prior
     return prior

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     response_model=RunRead,
     responses={
         200: {"model": RunRead, "description": "it existed already with these settings"},
-        **errors(404, 409),
+        **errors(404, 409, 503),
     },
 )
 async def create_run(
@@ -30,7 +30,7 @@ async def create_run(
     response: Response,
     background: BackgroundTasks,
 ) -> RunRead:
-    run, created = await service.create(session, scope, body)
+    run, created = await service.create(session, scope, body, state.hot)
     if not created:
         response.status_code = status.HTTP_200_OK
     elif run.init_from is not None:

@@ -7,10 +7,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service as datasets
 from service.db import insert_unless_raced
+from service.estimator.history import DEFAULT_STRENGTH, MIN_PROMPTS, weight
 from service.exceptions import Conflict, InvalidInput, NotFound
-from service.models import Dataset, Outcome, Run
+from service.history import snapshot
+from service.hotstats.store import HotStore
+from service.models import Dataset, Outcome, Run, RunHistory
 from service.policy import SelectionConfig
-from service.runs.schemas import RunCreate, RunRead
+from service.predictor import versions
+from service.runs.schemas import HistoryRead, RunCreate, RunRead
 from service.scope import Scope, find
 
 
@@ -47,10 +51,13 @@ def _settings(run: Run) -> dict[str, object]:
     }
 
 
-async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[Run, bool]:
+async def create(
+    session: AsyncSession, scope: Scope, body: RunCreate, hot: HotStore
+) -> tuple[Run, bool]:
     """Idempotent like datasets: identical settings return the run, others conflict.
 
-    Made in the caller's home namespace, over a dataset (and from a run) of that namespace.
+    Made in the caller's home namespace, over a dataset (and from runs) of that namespace.
+    A new run with `history_from` gets a copy of that run's counts, taken now.
     """
     ns = scope.home
     home = Scope(home=ns, admin=False, explicit=True)
@@ -67,6 +74,19 @@ async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[
                 f"dataset {dataset.name!r} uses {dataset.embedder!r}",
                 field="init_from",
             )
+    history_source = None
+    if body.history_from is not None:
+        try:
+            history_source = await get_by_name(session, home, body.history_from)
+        except NotFound:
+            raise InvalidInput(
+                f"run {body.history_from!r} not found", field="history_from"
+            ) from None
+        if history_source.dataset_id != dataset.id:
+            raise InvalidInput(
+                f"run {body.history_from!r} is over another dataset than {dataset.name!r}",
+                field="history_from",
+            )
     wanted = {
         "group_size": body.group_size,
         "success_threshold": body.success_threshold,
@@ -77,6 +97,11 @@ async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[
     if found is not None:
         existing = found
     else:
+        # read before the insert: a copy the source's hot stats cannot give (Redis down) fails
+        # the request with nothing written
+        history = None
+        if history_source is not None:
+            history = await snapshot.take(session, hot, history_source)
         row = Run(
             namespace=ns,
             name=body.name,
@@ -86,6 +111,7 @@ async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[
             strategy=body.strategy,
             selection=body.selection.model_dump(),
             init_from=body.init_from,
+            history_from=body.history_from,
             outcome_seq=0,
             batch_seq=0,
             epoch=0,
@@ -102,11 +128,17 @@ async def create(session: AsyncSession, scope: Scope, body: RunCreate) -> tuple[
             session, row, lambda: _find(session, ns, body.name)
         )
         if created:
+            if history is not None:
+                history.run_id = existing.id
+                session.add(history)
+                await session.flush()
             return existing, True
     if existing.dataset_id != dataset.id:
         raise Conflict(f"run {body.name!r} exists over another dataset", field="dataset")
     if existing.init_from != body.init_from:
         raise Conflict(f"run {body.name!r} exists with other init_from", field="init_from")
+    if existing.history_from != body.history_from:
+        raise Conflict(f"run {body.name!r} exists with other history_from", field="history_from")
     have = _settings(existing)
     for key, value in wanted.items():
         if have[key] != value:
@@ -138,4 +170,27 @@ async def read(session: AsyncSession, run: Run) -> RunRead:
         batches_served=run.batch_seq,
         epoch=run.epoch,
         init_from=run.init_from,
+        history_from=run.history_from,
+        history=await _history(session, run) if run.history_from else None,
+    )
+
+
+async def _history(session: AsyncSession, run: Run) -> HistoryRead | None:
+    row = await session.get(RunHistory, run.id)
+    if row is None:
+        return None
+    newest = await versions.latest(session, run.id, blobs=False)
+    cal = newest.calibration if newest is not None else {}
+    k = cal.get("history_strength")
+    kappa = DEFAULT_STRENGTH if k is None else float(k)
+    overlap = int(cal.get("history_prompts", 0))
+    return HistoryRead(
+        source=row.source_name,
+        source_seq=row.source_seq,
+        source_step=row.source_step,
+        prompts=row.prompts,
+        strength=kappa,
+        weight=float(weight(kappa, run.group_size)),
+        learned=k is not None and overlap >= MIN_PROMPTS,
+        weight_prompts=overlap,
     )

@@ -317,3 +317,26 @@ def test_known_difficulty_round_trip(depo: DepoClient, name: str) -> None:
     assert depo.get_prompt(f"kd-{name}", "b").prior_pass_rate == 0.25
     assert depo.get_prompt(f"kd-{name}", "c").prior_pass_rate is None
     assert depo.get_dataset(f"kd-{name}").labelled == 2
+
+
+async def test_a_run_starts_from_another_runs_history(
+    depo: DepoClient, server: LiveServer, name: str
+) -> None:
+    depo.create_dataset(f"ds-{name}")
+    depo.upload_prompts(f"ds-{name}", PROMPTS[:10], progress=False)
+    depo.create_run(f"src-{name}", f"ds-{name}", group_size=4)
+    depo.report(f"src-{name}", 0, [{"prompt_id": "p1", "rewards": [1.0, 1.0, 1.0, 1.0]}])
+    run = depo.create_run(f"new-{name}", f"ds-{name}", 4, history_from=f"src-{name}")
+    assert run.history_from == f"src-{name}" and run.init_from is None
+    assert run.history is not None and run.history.source == f"src-{name}"
+    assert (run.history.prompts, run.history.learned) == (1, False)
+    assert 0.0 < run.history.weight < 1.0 and run.history.strength > 0
+    assert depo.predictor(f"new-{name}").history_from == f"src-{name}"
+    with pytest.raises(Conflict):
+        depo.create_run(f"new-{name}", f"ds-{name}", 4)
+    async with AsyncDepoClient(server.url) as adepo:
+        with pytest.raises(BadRequest) as bad:
+            await adepo.create_run(f"x-{name}", f"ds-{name}", 4, history_from="nope")
+        assert bad.value.field == "history_from"
+        same = await adepo.create_run(f"new-{name}", f"ds-{name}", 4, history_from=f"src-{name}")
+        assert same.history == run.history
