@@ -260,6 +260,9 @@ async def _candidates(view: RunEstimates, idx: IntArray) -> selection.Candidates
         inside = idx < len(view.prior.mixed)
         mixed = np.full(len(idx), np.nan)
         mixed[inside] = view.prior.mixed[idx[inside]]
+        if view.history is not None:  # another run's groups already say how these would do
+            hs, hf = view.history.pseudo_counts(idx)
+            mixed[hs + hf > 0.5] = np.nan
     return selection.Candidates(
         idx=idx, alpha=est.alpha, beta=est.beta, seen=est.seen, age=age, mixed=mixed
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 from service.estimator.features import N_FEATURES
@@ -38,10 +39,17 @@ def mixed_targets(
     return out
 
 
-def fit_predict(x_train: Any, y: npt.NDArray[np.int64], x_all: Any) -> F32 | None:
+def fit_predict(
+    x_train: Any,
+    y: npt.NDArray[np.int64],
+    x_all: Any,
+    labels_train: npt.NDArray[np.float64] | None = None,
+    labels_all: npt.NDArray[np.float64] | None = None,
+) -> F32 | None:
     """P(mixed) for every row of `x_all`, learned on the prompts with history; None if too few.
 
-    Only the embedding block: the trailing text features are unscaled counts.
+    Only the embedding block: the trailing text features are unscaled counts. Known
+    difficulties (label logits, NaN: none) join as how extreme the label is and whether any.
     """
     ones = int(y.sum())
     if min(ones, len(y) - ones) < MIN_EACH_CLASS:
@@ -50,9 +58,25 @@ def fit_predict(x_train: Any, y: npt.NDArray[np.int64], x_all: Any) -> F32 | Non
     if len(y) > MAX_ROWS:
         rows = np.sort(np.random.default_rng(0).choice(len(y), MAX_ROWS, replace=False))
     model = LogisticRegression(C=C, max_iter=300)
-    model.fit(_embedding(as_inputs(x_train)[rows]), y[rows])
-    out: F32 = model.predict_proba(_embedding(x_all))[:, 1].astype(np.float32)
+    train = _embedding(as_inputs(x_train)[rows])
+    test = _embedding(x_all)
+    if labels_train is not None and labels_all is not None:
+        train = _with_labels(train, labels_train[rows])
+        test = _with_labels(test, labels_all)
+    model.fit(train, y[rows])
+    out: F32 = model.predict_proba(test)[:, 1].astype(np.float32)
     return out
+
+
+def _with_labels(x: Any, logits: npt.NDArray[np.float64]) -> Any:
+    """P(mixed) falls with |logit|: the label's square and a missing flag, beside the text."""
+    known = np.isfinite(logits)
+    cols = np.column_stack([np.where(known, logits, 0.0) ** 2, ~known]).astype(np.float32)
+    return (
+        sp.hstack([x, sp.csr_matrix(cols)], format="csr")
+        if sp.issparse(x)
+        else np.hstack([x, cols])
+    )
 
 
 def _embedding(x: Any) -> Any:

@@ -271,7 +271,7 @@ def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, F32 | None, in
     else:
         assert job.init is not None
         new = job.init
-    return new, _predict_all(new, job.inputs, label), _mixed_all(job, idx), len(idx)
+    return new, _predict_all(new, job.inputs, label), _mixed_all(job, idx, label), len(idx)
 
 
 def _label_logits(labels: F32 | None, size: int) -> F64 | None:
@@ -284,7 +284,7 @@ def _label_logits(labels: F32 | None, size: int) -> F64 | None:
     return out
 
 
-def _mixed_all(job: _Job, idx: npt.NDArray[np.int64]) -> F32 | None:
+def _mixed_all(job: _Job, idx: npt.NDArray[np.int64], label: F64 | None) -> F32 | None:
     """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn."""
     if len(idx) == 0:
         return None
@@ -292,7 +292,13 @@ def _mixed_all(job: _Job, idx: npt.NDArray[np.int64]) -> F32 | None:
     rollouts = np.array([job.stats[i].rollouts for i in idx], dtype=np.float64)
     rows = np.flatnonzero(job.inputs.mask)
     y = mixed.mixed_targets(succ, rollouts)
-    got = mixed.fit_predict(job.inputs.x[idx], y, job.inputs.x[rows])
+    got = mixed.fit_predict(
+        job.inputs.x[idx],
+        y,
+        job.inputs.x[rows],
+        None if label is None else label[idx],
+        None if label is None else label[rows],
+    )
     if got is None:
         return None
     out = np.full(len(job.inputs.mask), np.nan, dtype=np.float32)

@@ -296,3 +296,28 @@ def test_sparse_fit_gives_a_constant_feature_no_weight() -> None:
     np.testing.assert_allclose(
         predict(sparse, sp.csr_matrix(moved)), predict(sparse, sp.csr_matrix(x)), atol=1e-3
     )
+
+
+def test_the_mixed_classifier_learns_from_text_and_from_known_difficulty() -> None:
+    """Fails if it ignores the inputs, or a label that says which prompts are extreme."""
+    from sklearn.metrics import roc_auc_score
+
+    from service.estimator.features import N_FEATURES
+    from service.estimator.mixed import fit_predict
+
+    rng = np.random.default_rng(0)
+    n, d = 4000, 64
+    x = rng.normal(size=(n, d + N_FEATURES)).astype(np.float32)
+    text_says = x[:, 0] > 0  # one embedding direction tells mixed prompts
+    label = np.where(rng.random(n) < 0.5, rng.normal(0, 0.3, n), rng.choice([-4.0, 4.0], n))
+    label[rng.random(n) < 0.2] = np.nan  # unlabelled
+    extreme = np.abs(np.nan_to_num(label, nan=0.0)) > 2
+    y = (text_says & ~extreme).astype(np.int64)
+    train, test = np.arange(3000), np.arange(3000, n)
+    plain = fit_predict(x[train], y[train], x[test])
+    both = fit_predict(x[train], y[train], x[test], label[train], label[test])
+    assert plain is not None and both is not None
+    auc_plain = roc_auc_score(y[test], plain)
+    auc_both = roc_auc_score(y[test], both)
+    assert auc_plain > 0.7, auc_plain
+    assert auc_both > auc_plain + 0.05, (auc_plain, auc_both)
