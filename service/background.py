@@ -33,6 +33,8 @@ ACTOR = "depo_task"
 BUSY_RETRY_SECONDS = 1.0
 """A job whose key another worker is running waits this long, then asks again."""
 HEARTBEAT_SECONDS = 5.0
+WORKERS_KEY = "workers"
+"""The sorted set, under DEPO_REDIS_PREFIX, of each worker's last heartbeat."""
 
 
 class Background(Protocol):
@@ -136,8 +138,11 @@ class QueueBackground:
 
     mode = "queue"
 
-    def __init__(self, settings: Settings, hot: HotStore) -> None:
-        self.broker = make_broker(settings)
+    def __init__(
+        self, settings: Settings, hot: HotStore, broker: RedisBroker | None = None
+    ) -> None:
+        # a worker passes the broker it consumes with: its heartbeat is then the consumer's
+        self.broker = broker or make_broker(settings)
         self.hot = hot
         self.prefix = settings.redis_prefix
         self.heartbeat_seconds = settings.worker_heartbeat_seconds
@@ -205,7 +210,8 @@ class QueueBackground:
             client: Any = self.broker.client
             ns = self.broker.namespace
             now = time.time()
-            alive = client.zcount(f"{self.prefix}:workers", now - self.heartbeat_seconds, "+inf")
+            beats = f"{self.prefix}:{WORKERS_KEY}"
+            alive = client.zcount(beats, now - self.heartbeat_seconds, "+inf")
             return {
                 "queued": int(client.llen(f"{ns}:{QUEUE}")),
                 "delayed": int(client.hlen(f"{ns}:{QUEUE}.DQ.msgs")),
@@ -218,10 +224,9 @@ class QueueBackground:
         """A worker's heartbeat: in the set `depth` counts, and in dramatiq's own (a long job
         fetches nothing, so dramatiq alone would think the worker dead and hand its job on)."""
         client: Any = self.broker.client
-        client.zadd(f"{self.prefix}:workers", {worker_id: time.time()})
-        client.zremrangebyscore(
-            f"{self.prefix}:workers", "-inf", time.time() - 10 * self.heartbeat_seconds
-        )
+        beats = f"{self.prefix}:{WORKERS_KEY}"
+        client.zadd(beats, {worker_id: time.time()})
+        client.zremrangebyscore(beats, "-inf", time.time() - 10 * self.heartbeat_seconds)
         self.broker.do_qsize(QUEUE)
 
     def serve(self) -> None:

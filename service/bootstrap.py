@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,11 +20,17 @@ from service.predictor.cache import PredictorCache
 from service.predictor.fit import FitJobs
 from service.state import AppState
 
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
+
 log = logging.getLogger(__name__)
 
 
-async def open_state(settings: Settings, metrics: Metrics) -> AppState:
-    """Engines, caches and the background: in-process, or the queue with DEPO_WORKERS."""
+async def open_state(
+    settings: Settings, metrics: Metrics, broker: RedisBroker | None = None
+) -> AppState:
+    """Engines, caches and the background: in-process, or the queue with DEPO_WORKERS
+    (`broker`: a worker's own, which it consumes with)."""
     engine = create_engine(settings)
     read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
     hot = create_store(
@@ -36,7 +43,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AppState:
     embedders = Embedders()
     jobs = Jobs()
     background: Background = (
-        QueueBackground(settings, hot) if settings.workers else LocalBackground(jobs)
+        QueueBackground(settings, hot, broker) if settings.workers else LocalBackground(jobs)
     )
     embedding_jobs = EmbeddingJobs(sessionmaker, read_sessionmaker, embedders, background)
     cache = PredictorCache()

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--log-level", default="info")
 
-    sub.add_parser(
+    worker = sub.add_parser(
         "worker",
         help="run embedding, fits and refreshes taken off the queue (needs DEPO_WORKERS=true)",
         description=(
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
             "and `depo worker` processes run it; start as many as the fits need. "
             "DEPO_WORKER_THREADS jobs run at once in each."
         ),
+    )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a worker on this host beat lately (a container healthcheck), else 1",
     )
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
@@ -270,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "worker":
         from service.config import Settings
-        from service.worker import run_worker
+        from service.worker import check, run_worker
 
-        return run_worker(Settings())
+        return check(Settings()) if args.check else run_worker(Settings())
     if args.command == "keys":
         import asyncio
 

@@ -5,17 +5,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import threading
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-from service import __version__
-from service.background import HEARTBEAT_SECONDS, QueueBackground, make_broker, worker_id
-from service.bootstrap import close_state, open_state
 from service.config import Settings
-from service.metrics import Metrics
-from service.state import AppState
+
+if TYPE_CHECKING:
+    from service.background import QueueBackground
+    from service.state import AppState
 
 log = logging.getLogger(__name__)
+
+WORKERS_KEY = "workers"  # service.background.WORKERS_KEY, without loading what that loads
+
+
+def check(settings: Settings) -> int:
+    """The container healthcheck: 0 when a worker of this host beat within its heartbeat time.
+
+    Reads Redis only, so it neither loads the models nor waits on the database."""
+    if not settings.redis_url:
+        return 2
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+    try:
+        beats = client.zrangebyscore(
+            f"{settings.redis_prefix}:{WORKERS_KEY}",
+            time.time() - settings.worker_heartbeat_seconds,
+            "+inf",
+        )
+    finally:
+        client.close()
+    host = socket.gethostname() + ":"
+    return 0 if any(str(b).startswith(host) for b in beats) else 1
 
 
 def run_worker(settings: Settings) -> int:
@@ -26,6 +50,11 @@ def run_worker(settings: Settings) -> int:
     from dramatiq import Worker
     from dramatiq.asyncio import get_event_loop_thread
     from dramatiq.middleware import Middleware
+
+    from service import __version__
+    from service.background import HEARTBEAT_SECONDS, QueueBackground, make_broker, worker_id
+    from service.bootstrap import close_state, open_state
+    from service.metrics import Metrics
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,7 +74,7 @@ def run_worker(settings: Settings) -> int:
             await asyncio.sleep(min(HEARTBEAT_SECONDS, settings.worker_heartbeat_seconds / 4))
 
     async def start() -> AppState:
-        opened = await open_state(settings, Metrics())
+        opened = await open_state(settings, Metrics(), broker)
         queue = opened.background
         assert isinstance(queue, QueueBackground)
         queue.serve()
@@ -60,7 +89,7 @@ def run_worker(settings: Settings) -> int:
             if state is not None and loop_thread is not None:
                 loop_thread.run_coroutine(close_state(state))
 
-    # this broker consumes; the state's queue has its own for what jobs queue in turn
+    # one broker consumes and sends what jobs queue in turn: one heartbeat covers both
     broker = make_broker(settings)
     broker.add_middleware(CloseState())
     worker = Worker(broker, worker_threads=settings.worker_threads)
