@@ -108,7 +108,7 @@ def _rewards(prompt_id: str, group: int, rng: np.random.Generator) -> list[float
     return [float(x) for x in rng.random(group) < p]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 900) -> None:
     deadline = time.monotonic() + seconds
     while True:
         assert proc.poll() is None, f"{url} exited"
@@ -167,19 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         return proc
 
     try:
-        urls = []
+        urls, starting = [], []
+        subprocess.run([sys.executable, "-m", "service", "migrate"], cwd=REPO, env=env, check=True)
         for i in range(args.replicas):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            proc = start(
-                ["serve", "--port", str(port), "--log-level", "warning"],
-                f"api{i}",
-                DEPO_RUN_MIGRATIONS_ON_START="true" if i == 0 else "false",
-            )
-            _wait_ready(url, proc)  # one at a time: the first migrates the fresh database
+            serve = ["serve", "--port", str(port), "--log-level", "warning"]
+            starting.append((url, start(serve, f"api{i}", DEPO_RUN_MIGRATIONS_ON_START="false")))
             urls.append(url)
         for i in range(args.workers):
             start(["worker"], f"worker{i}", DEPO_RUN_MIGRATIONS_ON_START="false")
+        for url, proc in starting:
+            _wait_ready(url, proc)
 
         setup = httpx.Client(base_url=urls[0], timeout=120)
         assert setup.post("/v1/datasets", json={"name": "pool"}).status_code == 201
