@@ -89,11 +89,18 @@ def lock_seconds(settings: Settings) -> float:
 def make_broker(settings: Settings) -> RedisBroker:
     """dramatiq's Redis broker with its one actor; the same in the API (to send) and workers."""
     import dramatiq
+    import redis
     from dramatiq.brokers.redis import RedisBroker
     from dramatiq.middleware import AsyncIO
 
+    assert settings.redis_url is not None  # Settings refuses DEPO_WORKERS without it
+    # bounded calls: a stalled Redis fails a send (logged; the next request sends again) and
+    # the consumer reconnects, instead of a thread waiting on the socket for ever
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=2, health_check_interval=15
+    )
     broker = RedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.redis_url,
+        client=client,
         namespace=f"{settings.redis_prefix}:queue",
         heartbeat_timeout=int(settings.worker_heartbeat_seconds * 1000),
         # 1 in 10 fetches looks for dead workers' jobs (the default, 1 in 1000, can take minutes)
