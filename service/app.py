@@ -9,33 +9,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, exception_handlers, openapi
 from service.admin.router import router as admin_router
 from service.batches.router import router as batches_router
 from service.body_limit import BodyLimit, payload_too_large
+from service.bootstrap import close_state, open_state
 from service.config import Settings
 from service.datasets.router import router as datasets_router
-from service.db import create_engine, create_sessionmaker
 from service.deps import require_api_key, storable_path
-from service.embedding import Embedders, EmbeddingJobs
 from service.estimator.model import warmup
 from service.export.router import router as export_router
-from service.hotstats.store import create_store
-from service.jobs import Jobs
 from service.metrics import Metrics
 from service.migrate import upgrade
 from service.observability.router import router as health_router
 from service.outcomes.router import router as outcomes_router
 from service.predictions.router import router as predictor_router
-from service.predictor.cache import PredictorCache
-from service.predictor.fit import FitJobs
 from service.profile.router import router as profile_router
 from service.routing.router import router as routing_router
 from service.runs.router import router as runs_router
-from service.state import AppState
 from service.stats.router import router as stats_router
 
 log = logging.getLogger(__name__)
@@ -51,58 +43,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.run_migrations_on_start:
             await upgrade(settings)
-        engine = create_engine(settings)
-        read_engine = create_engine(settings, readonly=True) if settings.is_sqlite else engine
-        hot = create_store(
-            settings.redis_url,
-            await _cache_prefix(settings, engine),
-            settings.redis_timeout_seconds,
-        )
-        sessionmaker = create_sessionmaker(engine)
-        read_sessionmaker = create_sessionmaker(read_engine)
-        embedders = Embedders()
-        jobs = Jobs()
-        embedding_jobs = EmbeddingJobs(sessionmaker, read_sessionmaker, embedders, jobs)
-        cache = PredictorCache()
-        fits = FitJobs(
-            sessionmaker=sessionmaker,
-            read_sessionmaker=read_sessionmaker,
-            hot=hot,
-            cache=cache,
-            jobs=jobs,
-            refit_min_seconds=settings.refit_min_seconds,
-            threads=settings.fit_threads,
-            metrics=metrics,
-        )
-        app.state.depo = AppState(
-            settings=settings,
-            engine=engine,
-            sessionmaker=sessionmaker,
-            read_sessionmaker=read_sessionmaker,
-            hot=hot,
-            metrics=metrics,
-            embedders=embedders,
-            embedding_jobs=embedding_jobs,
-            jobs=jobs,
-            predictor_cache=cache,
-            fits=fits,
-        )
-        embedding_jobs.on_embedded = fits.fit_runs_of
-        await embedding_jobs.resume_all()
-        jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
+        state = await open_state(settings, metrics)
+        app.state.depo = state
+        await state.embedding_jobs.resume_all()
+        state.jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
         log.info(
-            "depo-service %s on %s, cache %s",
+            "depo-service %s on %s, cache %s, background work %s",
             __version__,
-            engine.url.render_as_string(hide_password=True),
+            state.engine.url.render_as_string(hide_password=True),
             "redis" if settings.redis_url else "in-process",
+            "in `depo worker`s" if settings.workers else "in-process",
         )
         try:
             yield
         finally:
-            await jobs.close()
-            await hot.close()
-            await engine.dispose()
-            await read_engine.dispose()
+            await close_state(state)
 
     metrics = Metrics()
     app = FastAPI(
@@ -152,19 +107,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     return app
-
-
-async def _cache_prefix(settings: Settings, engine: AsyncEngine) -> str:
-    """Keys name the database they mirror, so a recreated one never reads another's stats."""
-    if engine.dialect.name != "postgresql":
-        return settings.redis_prefix
-    async with engine.connect() as conn:
-        oid = (
-            await conn.execute(
-                text("SELECT oid FROM pg_database WHERE datname = current_database()")
-            )
-        ).scalar_one()
-    return f"{settings.redis_prefix}:db{oid}"
 
 
 def _route_template(request: Request) -> str:

@@ -1,4 +1,4 @@
-"""`depo` command line: serve, migrate, keys, export, settings (DEPO_* and per-run reference)."""
+"""`depo` command line: serve, worker, migrate, keys, export, settings (DEPO_* and run options)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--log-level", default="info")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run embedding, fits and refreshes taken off the queue (needs DEPO_WORKERS=true)",
+        description=(
+            "With DEPO_WORKERS=true and DEPO_REDIS_URL, `depo serve` queues its background work "
+            "and `depo worker` processes run it; start as many as the fits need. "
+            "DEPO_WORKER_THREADS jobs run at once in each."
+        ),
+    )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a worker on this host beat lately (a container healthcheck), else 1",
+    )
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
     migrate.add_argument("--revision", default="head")
@@ -258,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
         )
         return 0
+    if args.command == "worker":
+        from service.config import Settings
+        from service.worker import check, run_worker
+
+        return check(Settings()) if args.check else run_worker(Settings())
     if args.command == "keys":
         import asyncio
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -116,6 +116,39 @@ class Settings(BaseSettings):
     fit_threads: int = Field(
         1, description="torch threads a predictor fit uses, so fits leave cores to requests"
     )
+
+    workers: bool = Field(
+        False,
+        description=(
+            "hand embedding, predictor fits and hot-stats refreshes to `depo worker` processes "
+            "through a dramatiq queue on DEPO_REDIS_URL (required); the API then runs none of "
+            "them. Off: they run in the API process, as on the embedded default"
+        ),
+    )
+    worker_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="jobs one `depo worker` process runs at once (each fit uses DEPO_FIT_THREADS)",
+    )
+    worker_heartbeat_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "a `depo worker` silent this long counts as dead: the jobs it held go back on the "
+            "queue for another worker, and its locks of runs expire within this time"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _workers_need_redis(self) -> Self:
+        if self.workers and not self.redis_url:
+            raise ValueError(
+                "DEPO_WORKERS=true needs DEPO_REDIS_URL: the job queue lives in Redis "
+                "(unset DEPO_WORKERS to run background work in this process)"
+            )
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -14,11 +14,11 @@ import scipy.sparse as sp
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.background import Background
 from service.estimator import N_FEATURES, Embedder, get_embedder
 from service.estimator.embedders import SPARSE_EMBEDDERS
 from service.estimator.inputs import model_inputs
 from service.estimator.sparse import Matrix, is_sparse
-from service.jobs import Jobs
 from service.models import Dataset, Prompt
 
 log = logging.getLogger(__name__)
@@ -133,18 +133,18 @@ class EmbeddingJobs:
         sessionmaker: async_sessionmaker[AsyncSession],
         read_sessionmaker: async_sessionmaker[AsyncSession],
         embedders: Embedders,
-        jobs: Jobs,
+        background: Background,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.read_sessionmaker = read_sessionmaker
         self.embedders = embedders
-        self.jobs = jobs
+        self.background = background
         # after a pass embedded something: fits that were due while nothing was embedded
         self.on_embedded: Callable[[int], Awaitable[None]] | None = None
 
     def kick(self, dataset_id: int) -> None:
         """Start embedding a dataset's pending prompts, or go round again after the current pass."""
-        self.jobs.spawn(f"embed:{dataset_id}", lambda: self._run(dataset_id))
+        self.background.submit("embed", dataset_id)
 
     async def resume_all(self) -> None:
         """After a restart, finish what earlier processes left unembedded."""
@@ -155,7 +155,7 @@ class EmbeddingJobs:
             for dataset_id in rows.scalars():
                 self.kick(dataset_id)
 
-    async def _run(self, dataset_id: int) -> int:
+    async def run(self, dataset_id: int) -> int:
         done = 0
         t0 = time.perf_counter()
         while n := await self._chunk(dataset_id):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.background import Background
 from service.config import Settings
 from service.embedding import Embedders, EmbeddingJobs
 from service.hotstats.store import HotStore
@@ -22,6 +23,7 @@ from service.predictor.fit import FitJobs
 class AppState:
     settings: Settings
     engine: AsyncEngine
+    read_engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     read_sessionmaker: async_sessionmaker[AsyncSession]
     hot: HotStore
@@ -29,5 +31,6 @@ class AppState:
     embedders: Embedders
     embedding_jobs: EmbeddingJobs
     jobs: Jobs
+    background: Background
     predictor_cache: PredictorCache
     fits: FitJobs

@@ -366,6 +366,16 @@ def test_app_services_use_the_project_image(services):
     assert services["migrate"].get("image") == services["depo"].get("image"), (
         "migrate and depo must share an image"
     )
+    assert services["worker"].get("image") == services["depo"].get("image"), (
+        "the workers run the API's code: one image"
+    )
+
+
+def test_workers_share_the_api_settings_and_queue(services):
+    api, worker = service_env(services["depo"]), service_env(services["worker"])
+    assert api == worker, "API and workers must see the same stores and queue"
+    assert api.get("DEPO_WORKERS", "").lower() in ("true", "1")
+    assert "ports" not in services["worker"], "a worker serves no HTTP: scaling it needs no ports"
 
 
 def test_every_long_running_service_has_a_healthcheck(services):
@@ -467,9 +477,10 @@ def test_commands_parse_with_real_cli(cli_parser, final_stage, services):
 
     image_cmd = exec_form([a for n, a in final_stage if n == "CMD"][-1])
     commands = {"Dockerfile CMD": image_cmd}
-    for name in ("migrate", "depo"):
+    for name in ("migrate", "depo", "worker"):
         commands[f"compose {name}"] = service_command(services[name]) or image_cmd
     assert commands["compose migrate"][:2] == ["depo", "migrate"]
+    assert commands["compose worker"][:2] == ["depo", "worker"]
     for where, cmd in commands.items():
         assert cmd[0] == "depo", f"{where}: not the depo console script: {cmd}"
         try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
 from typing import NamedTuple, Protocol, TypeVar
 
 from redis.asyncio import Redis
@@ -37,11 +39,17 @@ flush()
 return table.concat(out)
 """
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
 
 Group = tuple[int, int, int, int]
 """(prompt idx, step, n, successes) of one logged outcome."""
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Position(NamedTuple):
@@ -100,6 +108,10 @@ class HotStore(Protocol):
         ...
 
     async def unlock(self, name: str, token: str) -> None: ...
+
+    async def extend(self, name: str, token: str, ttl: float) -> bool:
+        """Keep holding `name` for ttl seconds more; False if it expired and was lost."""
+        ...
 
     async def ping(self) -> bool: ...
 
@@ -165,6 +177,13 @@ class MemoryHotStore:
     async def unlock(self, name: str, token: str) -> None:
         if self._locks.get(name, ("", 0.0))[0] == token:
             del self._locks[name]
+
+    async def extend(self, name: str, token: str, ttl: float) -> bool:
+        held = self._locks.get(name)
+        if held is None or held[0] != token or held[1] <= time.monotonic():
+            return False
+        self._locks[name] = (token, time.monotonic() + ttl)
+        return True
 
     async def ping(self) -> bool:
         return True
@@ -293,6 +312,10 @@ class RedisHotStore:
         key = f"{self.prefix}:lock:{name}"
         await self._bounded(self.redis.eval(_UNLOCK, 1, key, token))
 
+    async def extend(self, name: str, token: str, ttl: float) -> bool:
+        key = f"{self.prefix}:lock:{name}"
+        return bool(await self._bounded(self.redis.eval(_EXTEND, 1, key, token, int(ttl * 1000))))
+
     async def ping(self) -> bool:
         return bool(await self._bounded(self.redis.ping()))
 
@@ -303,6 +326,34 @@ class RedisHotStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+@asynccontextmanager
+async def held(store: HotStore, name: str, ttl: float) -> AsyncIterator[bool]:
+    """Hold lock `name` while the block runs, renewed every ttl/3 s: a crashed holder's lock
+    lapses within ttl, a live one's never. Yields whether it was had (False: someone holds it)."""
+    token = await store.try_lock(name, ttl)
+    if token is None:
+        yield False
+        return
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await store.extend(name, token, ttl):
+                    log.warning("lock %s lapsed while held", name)
+                    return
+            except Exception:  # a Redis blip: try again next round, the ttl covers two
+                log.warning("could not renew lock %s", name, exc_info=True)
+
+    renewing = asyncio.create_task(renew(), name=f"renew:{name}")
+    try:
+        yield True
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+        await store.unlock(name, token)
 
 
 def create_store(redis_url: str | None, prefix: str, timeout: float = 1.5) -> HotStore:

@@ -9,9 +9,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from service.background import QueueBackground
 from service.deps import BearerScheme, StateDep, require_api_key
 from service.exceptions import Forbidden
 from service.state import AppState
@@ -25,6 +26,13 @@ PROBE_SECONDS = 1.0
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str]
+    background: dict[str, int | str] = Field(
+        description=(
+            "where embedding and fits run: `mode` in-process, or queue with the jobs `queued` "
+            "and `delayed` and the `workers` heard from within DEPO_WORKER_HEARTBEAT_SECONDS "
+            "(none alive does not make the API unready: jobs wait for a worker)"
+        )
+    )
 
 
 @router.get("/healthz")
@@ -45,7 +53,23 @@ async def readyz(state: StateDep, response: Response) -> Readiness:
     checks = {"database": database, "cache": cache}
     ready = all(v == "ok" for v in checks.values())
     response.status_code = 200 if ready else 503
-    return Readiness(status="ready" if ready else "unavailable", checks=checks)
+    return Readiness(
+        status="ready" if ready else "unavailable",
+        checks=checks,
+        background=await _background(state),
+    )
+
+
+async def _background(state: AppState) -> dict[str, int | str]:
+    """Queue depth and live workers, bounded like the checks; only the mode where unknown."""
+    out: dict[str, int | str] = {"mode": state.background.mode}
+    if isinstance(state.background, QueueBackground):
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                out |= await state.background.depth()
+        except Exception as exc:  # the cache check reports Redis; this adds nothing then
+            out["error"] = type(exc).__name__
+    return out
 
 
 async def _database(state: AppState) -> None:

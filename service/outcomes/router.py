@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks
 
 from service.deps import ScopeDep, SessionDep, StateDep
-from service.hotstats import catch_up as hotstats
 from service.outcomes import service
 from service.outcomes.schemas import OutcomeAck, OutcomeReport
 from service.runs import service as runs
@@ -36,7 +35,5 @@ async def report_outcomes(
 
 
 async def after_ingest(state: AppState, run_id: int) -> None:
-    state.jobs.spawn(
-        f"refresh:{run_id}", lambda: hotstats.refresh(state.read_sessionmaker, state.hot, run_id)
-    )
+    state.background.submit("refresh", run_id)
     state.fits.schedule(run_id)

@@ -9,7 +9,6 @@ arrived since the previous one.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.background import Background
 from service.db import utcnow
 from service.estimator import PredictorState, mixed
 from service.estimator.beta import PromptStats
@@ -34,8 +34,7 @@ from service.estimator.inputs import F32, DatasetInputs, fit_config
 from service.estimator.prior import Prior, prior_pseudo_counts
 from service.history import snapshot
 from service.hotstats.catch_up import catch_up
-from service.hotstats.store import HotStore
-from service.jobs import Jobs
+from service.hotstats.store import HotStore, held
 from service.metrics import Metrics
 from service.models import Dataset, Outcome, PredictorVersion, Run
 from service.policy import SelectionConfig
@@ -79,14 +78,15 @@ class FitJobs:
     read_sessionmaker: async_sessionmaker[AsyncSession]
     hot: HotStore
     cache: PredictorCache
-    jobs: Jobs
+    background: Background
     refit_min_seconds: float
     threads: int
     metrics: Metrics
+    lock_seconds: float = 30.0
 
     def schedule(self, run_id: int) -> None:
         """Start the run's fit job; a request while it runs makes it check once more."""
-        self.jobs.spawn(f"fit:{run_id}", functools.partial(self.maybe_fit, run_id))
+        self.background.submit("fit", run_id)
 
     async def fit_runs_of(self, dataset_id: int) -> None:
         """Newly embedded prompts: a fit that was due with nothing embedded runs now."""
@@ -98,13 +98,9 @@ class FitJobs:
 
     async def maybe_fit(self, run_id: int, *, force: bool = False) -> int | None:
         """Fit a new version when enough outcomes are new; the new version, or None."""
-        token = await self.hot.try_lock(f"fit:{run_id}", ttl=300)
-        if token is None:
-            return None
-        try:
-            return await self._fit(run_id, force)
-        finally:
-            await self.hot.unlock(f"fit:{run_id}", token)
+        # renewed while the fit runs: a replica or worker killed mid-fit frees the run soon
+        async with held(self.hot, f"fit:{run_id}", self.lock_seconds) as mine:
+            return await self._fit(run_id, force) if mine else None
 
     async def _fit(self, run_id: int, force: bool) -> int | None:
         t0 = time.perf_counter()
@@ -177,7 +173,7 @@ class FitJobs:
         )
         if wait > 0 and not force:
             # due but too soon after the last fit: retry then, even if no outcome arrives
-            self.jobs.spawn_after(f"fit:{run_id}", wait, functools.partial(self.maybe_fit, run_id))
+            self.background.submit("fit", run_id, delay=wait)
             return None
         dataset = await session.get_one(Dataset, run.dataset_id)
         inputs = await dataset_inputs(self.cache, session, dataset)
