@@ -28,7 +28,7 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
         name=d.name,
         embedder=d.embedder,
         prompt_count=d.prompt_count,
-        embedded=await embedded_count(session, d.id),
+        embedded=await embedded_count(session, d),
         created_at=d.created_at,
     )
 
