@@ -33,7 +33,7 @@ import httpx
 from benchmarks._server import serve
 
 CHUNK = 10_000
-SLICE = 100_000
+SLICE = 100_000  # --slice
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -64,7 +64,9 @@ def _text(i: int, rng: random.Random) -> str:
     return forms[i % len(forms)]
 
 
-def upload(c: httpx.Client, pool: int) -> tuple[float, list[float], list[float]]:
+def upload(
+    c: httpx.Client, pool: int, slice_: int = SLICE
+) -> tuple[float, list[float], list[float]]:
     """Upload time, per-slice upload times, per-slice embedding times (first to last)."""
     rng = random.Random(0)
     c.post("/v1/datasets", json={"name": "pool", "embedder": "ngrams"}).raise_for_status()
@@ -75,7 +77,7 @@ def upload(c: httpx.Client, pool: int) -> tuple[float, list[float], list[float]]
     def poll() -> int:
         done = int(c.get("/v1/datasets/pool").json()["embedded"])
         now = time.perf_counter() - t0
-        for mark in range(SLICE, done + 1, SLICE):
+        for mark in range(slice_, done + 1, slice_):
             embedded_at.setdefault(mark, now)
         return done
 
@@ -94,7 +96,7 @@ def upload(c: httpx.Client, pool: int) -> tuple[float, list[float], list[float]]
         print(f"  embedded {done:>9,}/{pool:,}", file=sys.stderr)
         time.sleep(1)
     embedded_at[pool] = time.perf_counter() - t0
-    per = SLICE // CHUNK
+    per = slice_ // CHUNK
     up_slices = [sum(per_chunk[i : i + per]) for i in range(0, len(per_chunk), per)]
     marks = sorted(embedded_at)
     emb_slices = [
@@ -190,6 +192,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--fit-steps", type=int, default=40)
+    ap.add_argument("--slice", type=int, default=SLICE, help="prompts per timed slice")
     ap.add_argument("--fit-wait", type=float, default=900, help="seconds to wait for the fit")
     ap.add_argument("--profile", default=None, help="py-spy raw output file (idle batches)")
     args = ap.parse_args()
@@ -197,7 +200,7 @@ def main() -> None:
     never = {"fit_min_outcomes": 2**31 - 1, "refit_every": 2**31 - 1}
     with serve(args.backend, pids=pids) as url, httpx.Client(base_url=url, timeout=600) as c:
         pid = pids[0]
-        up, up_slices, emb_slices = upload(c, args.pool)
+        up, up_slices, emb_slices = upload(c, args.pool, args.slice)
         emb_total = sum(emb_slices)
         print(f"  upload {up:.1f} s, embedded after {emb_total:.1f} s", file=sys.stderr)
         for name, sel in (("idle", never), ("fit", {})):
@@ -232,10 +235,10 @@ def main() -> None:
     print(f"| upload, {args.pool:,} prompts in 10,000-prompt requests | {up:.1f} s |")
     print(f"| embedded (`ngrams`, beside the upload), all | {emb_total:.1f} s |")
     print(
-        f"| upload per 100,000, first / last slice | {up_slices[0]:.1f} / {up_slices[-1]:.1f} s |"
+        f"| upload per {args.slice:,}, first / last slice | {up_slices[0]:.1f} / {up_slices[-1]:.1f} s |"
     )
     print(
-        f"| embedding per 100,000, first / last slice | "
+        f"| embedding per {args.slice:,}, first / last slice | "
         f"{emb_slices[0]:.1f} / {emb_slices[-1]:.1f} s |"
     )
     print(f"| POST /outcomes, 1,000 groups of 8, p50 / p95 | {_ms(out_idle)} ms |")
