@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -77,11 +78,27 @@ def neighbour_graph(x: Any, exact_max: int = EXACT_MAX) -> Graph:
 _BUILDER: ProcessPoolExecutor | None = None
 
 
+def _exit_with(parent: int) -> None:
+    """In the builder: leave when the server does, not after a build of minutes ends."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _builder() -> ProcessPoolExecutor:
     """One spawned process for approximate graphs: numba compiles and runs holding the GIL."""
     global _BUILDER
     if _BUILDER is None:
-        _BUILDER = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        _BUILDER = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
     return _BUILDER
 
 
