@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.background import Background
@@ -118,11 +118,20 @@ class Embedders:
             return self._made[name]
 
 
-async def embedded_count(session: AsyncSession, dataset_id: int) -> int:
-    stmt = select(func.count()).where(
-        Prompt.dataset_id == dataset_id, Prompt.embedding.is_not(None)
+async def embedded_count(session: AsyncSession, dataset: Dataset) -> int:
+    """All but the unembedded, which ix_prompts_unembedded counts without reading the rest."""
+    stmt = select(func.count()).where(Prompt.dataset_id == dataset.id, Prompt.embedding.is_(None))
+    return dataset.prompt_count - int((await session.execute(stmt)).scalar_one())
+
+
+def next_chunk(dataset_id: int, after: int) -> Select[int, int, str, str]:
+    """Unembedded prompts past `after`: ix_prompts_unembedded makes a chunk cost only its rows."""
+    return (
+        select(Prompt.id, Prompt.idx, Prompt.text, Prompt.content_hash)
+        .where(Prompt.dataset_id == dataset_id, Prompt.embedding.is_(None), Prompt.idx > after)
+        .order_by(Prompt.idx)
+        .limit(CHUNK)
     )
-    return int((await session.execute(stmt)).scalar_one())
 
 
 class EmbeddingJobs:
@@ -156,9 +165,12 @@ class EmbeddingJobs:
                 self.kick(dataset_id)
 
     async def run(self, dataset_id: int) -> int:
-        done = 0
+        done, after = 0, -1
         t0 = time.perf_counter()
-        while n := await self._chunk(dataset_id):
+        # keyset on idx: each chunk starts past the last, so no chunk rereads earlier rows; a
+        # prompt rewritten behind the pass kicks another pass, which starts from the front
+        while chunk := await self._chunk(dataset_id, after):
+            n, after = chunk
             done += n
         if done:
             log.info(
@@ -171,23 +183,17 @@ class EmbeddingJobs:
                 await self.on_embedded(dataset_id)
         return done
 
-    async def _chunk(self, dataset_id: int) -> int:
+    async def _chunk(self, dataset_id: int, after: int) -> tuple[int, int] | None:
+        """Embed the next unembedded prompts past idx `after`; their count and last idx."""
         async with self.read_sessionmaker() as session:
             dataset = await session.get_one(Dataset, dataset_id)
             if dataset.embedder == "client":
-                return 0
-            rows = (
-                await session.execute(
-                    select(Prompt.id, Prompt.text, Prompt.content_hash)
-                    .where(Prompt.dataset_id == dataset_id, Prompt.embedding.is_(None))
-                    .order_by(Prompt.idx)
-                    .limit(CHUNK)
-                )
-            ).all()
+                return None
+            rows = (await session.execute(next_chunk(dataset_id, after))).all()
             name = dataset.embedder
             await session.commit()
         if not rows:
-            return 0
+            return None
         embedder = await self.embedders.get(name)
         blobs = await asyncio.to_thread(embed_blobs, embedder, [r.text for r in rows])
         async with self.sessionmaker() as session:
@@ -207,4 +213,4 @@ class EmbeddingJobs:
                 ],
             )
             await session.commit()
-        return len(rows)
+        return len(rows), int(rows[-1].idx)

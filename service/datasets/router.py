@@ -29,7 +29,7 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
         name=d.name,
         embedder=d.embedder,
         prompt_count=d.prompt_count,
-        embedded=await embedded_count(session, d.id),
+        embedded=await embedded_count(session, d),
         labelled=await service.labelled_count(session, d.id),
         difficulty_field=(
             DifficultyField.model_validate(d.difficulty_field) if d.difficulty_field else None

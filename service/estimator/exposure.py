@@ -217,7 +217,7 @@ class Graph:
     sparse-sparse product releases it but took longer in all (116 s against 66 s).
     """
 
-    unit: Any  # rows scaled to unit norm: CSR or dense float32
+    unit: Any  # rows scaled to unit norm: CSR or dense float32; None when all rows are filled
     unit_t: Any
     nb: I64  # (n, k); rows not filled in have similarity 0, so they pass nothing on
     sim: F64
@@ -238,6 +238,12 @@ class Graph:
         n = m.shape[0]
         k = max(min(k, n - 1), 0)
         return cls(m, mt, np.zeros((n, k), np.int64), np.zeros((n, k)), np.zeros(n, dtype=bool))
+
+    @classmethod
+    def of_neighbours(cls, nb: I64, sim: Any) -> Graph:
+        """A graph whose every row is known already (approximate ones, for large pools)."""
+        n = nb.shape[0]
+        return cls(None, None, nb, np.asarray(sim, np.float64), np.ones(n, dtype=bool))
 
     def fill(self, rows: I64, chunk: int | None = None) -> None:
         todo = np.unique(rows[~self.filled[rows]])

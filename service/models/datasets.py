@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    column,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
@@ -32,6 +42,14 @@ class Prompt(Base):
     __table_args__ = (
         UniqueConstraint("dataset_id", "client_id"),
         UniqueConstraint("dataset_id", "idx"),
+        # the embedding pass's next chunk, found among the unembedded rows only
+        Index(
+            "ix_prompts_unembedded",
+            "dataset_id",
+            "idx",
+            postgresql_where=column("embedding").is_(None),
+            sqlite_where=column("embedding").is_(None),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)

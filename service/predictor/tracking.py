@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import multiprocessing
+import os
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.estimator import N_FEATURES, exposure
+from service.estimator import N_FEATURES, exposure, neighbours
 from service.estimator.exposure import F64, Graph, Log, Replay, Shifts
 from service.estimator.inputs import DatasetInputs
 from service.models import Outcome, PredictorVersion
@@ -22,9 +26,10 @@ from service.predictor.cache import PredictorCache
 log = logging.getLogger(__name__)
 
 NEIGHBOURS = 10
-# a neighbour row costs a scan of the whole dataset, about 2 ms at 30,000 n-gram prompts on 2
-# cores; above this only own and global training count
-MAX_GRAPH = 30_000
+# an exact neighbour row costs a scan of the whole dataset, about 2 ms at 30,000 n-gram
+# prompts on 2 cores, and a run needs only its trained prompts' rows; above this the whole
+# graph is built approximately at once (pynndescent), a cost that grows as n log n
+EXACT_MAX = 30_000
 _GRAPH_LOCK = threading.Lock()
 
 
@@ -54,18 +59,63 @@ def unpack_shifts(blob: bytes | None) -> Shifts | None:
         return Shifts(z["shift"], z["shift_weight"], int(z["shift_step"]))
 
 
-def graph(cache: PredictorCache, dataset_id: int, inputs: DatasetInputs) -> Graph:
+def neighbour_graph(x: Any, exact_max: int = EXACT_MAX) -> Graph:
+    """The neighbour graph of an embedding block: exact rows on demand, or all approximate.
+
+    A pure function of the block, so it can move to a worker process.
+    """
+    n = x.shape[0]
+    if x.shape[1] <= 0:
+        return Graph.of(np.zeros((n, 1), dtype=np.float32), 0)
+    if n <= exact_max:
+        return Graph.of(x, NEIGHBOURS)
+    t0 = time.perf_counter()
+    nb, sim = neighbours.nearest(x, NEIGHBOURS)
+    log.info("approximate neighbour graph of %d prompts in %.1f s", n, time.perf_counter() - t0)
+    return Graph.of_neighbours(nb, sim)
+
+
+_BUILDER: ProcessPoolExecutor | None = None
+
+
+def _exit_with(parent: int) -> None:
+    """In the builder: leave when the server does, not after a build of minutes ends."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _builder() -> ProcessPoolExecutor:
+    """One spawned process for approximate graphs: numba compiles and runs holding the GIL."""
+    global _BUILDER
+    if _BUILDER is None:
+        _BUILDER = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
+    return _BUILDER
+
+
+def graph(
+    cache: PredictorCache, dataset_id: int, inputs: DatasetInputs, exact_max: int = EXACT_MAX
+) -> Graph:
     """The dataset's neighbour graph on its embedding block, kept while its inputs are."""
     with _GRAPH_LOCK:
         cached = cache.graphs.get(dataset_id)
         if cached is not None and cached[0] is inputs:
             return cached[1]
-        n = len(inputs.mask)
-        dim = inputs.x.shape[1] - N_FEATURES
-        if n > MAX_GRAPH or dim <= 0:
-            g = Graph.of(np.zeros((n, 1), dtype=np.float32), 0)
+        dim = max(inputs.x.shape[1] - N_FEATURES, 0)
+        block = inputs.x[:, :dim]
+        if block.shape[0] > exact_max and dim > 0:  # minutes of GIL-bound work: elsewhere
+            g = _builder().submit(neighbour_graph, block, exact_max).result()
         else:
-            g = Graph.of(inputs.x[:, :dim], NEIGHBOURS)
+            g = neighbour_graph(block, exact_max)
         cache.graphs[dataset_id] = (inputs, g)
         return g
 

@@ -6,7 +6,9 @@ import httpx
 import numpy as np
 import pytest
 
+from service import embedding
 from service.embedding import decode, decode_inputs, decode_sparse, encode, encode_rows
+from service.state import AppState
 from tests.fixtures.api import make_dataset
 
 
@@ -118,3 +120,45 @@ def test_sparse_rows_round_trip_and_corrupt_blobs_are_refused() -> None:
     # each embedder's rows decode as the model reads them
     assert decode_inputs("ngrams", []).shape[1] > 2**18
     assert isinstance(decode_inputs("hashing", [encode(dense[0])]), np.ndarray)
+
+
+async def test_embedding_goes_by_keyset_and_a_rewrite_behind_it_is_embedded(
+    client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select, text
+
+    from service.datasets.service import get_by_name
+    from service.models import Prompt
+    from service.scope import OPEN
+
+    monkeypatch.setattr(embedding, "CHUNK", 4)  # several chunks, each past the last
+    name = f"ds-{uid}"
+    await make_dataset(client, name, 11)
+    await state.jobs.idle()
+    assert (await client.get(f"/v1/datasets/{name}")).json()["embedded"] == 11
+    r = await client.post(
+        f"/v1/datasets/{name}/prompts", json={"prompts": [{"id": "p1", "text": "rewritten"}]}
+    )
+    assert r.json()["updated"] == 1
+    await state.jobs.idle()  # a new pass from the front finds idx 1 again
+    async with state.read_sessionmaker() as session:
+        ds = await get_by_name(session, OPEN, name)
+        assert await embedding.embedded_count(session, ds) == 11
+        stored = (
+            await session.execute(
+                select(Prompt.embedding).where(Prompt.dataset_id == ds.id, Prompt.idx == 1)
+            )
+        ).scalar_one()
+        embedder = await state.embedding_jobs.embedders.get(ds.embedder)
+        assert stored == embedding.embed_blobs(embedder, ["rewritten"])[0]
+        # each chunk is found through the partial index, not by reading embedded rows
+        conn = await session.connection()
+        stmt = embedding.next_chunk(ds.id, 5).compile(
+            conn.engine, compile_kwargs={"literal_binds": True}
+        )
+        if conn.dialect.name == "postgresql":
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = (await session.execute(text(f"EXPLAIN {stmt}"))).scalars().all()
+        else:
+            plan = [str(r) for r in (await session.execute(text(f"EXPLAIN QUERY PLAN {stmt}")))]
+        assert "ix_prompts_unembedded" in " ".join(plan)

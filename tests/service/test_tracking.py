@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from sqlalchemy import func, select
 
-from service.estimator import exposure
+from service.estimator import N_FEATURES, exposure
 from service.estimator.exposure import Log, Replay
 from service.models import PredictorVersion, Run
 from service.predictor import tracking, versions
@@ -38,6 +38,85 @@ def test_neighbours_are_the_nearest_by_cosine(sparse: bool) -> None:
     assert all(i not in g.nb[i] for i in range(300))
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     assert g.sim[7] == pytest.approx([u[7] @ u[j] for j in g.nb[7]], abs=1e-5)
+
+
+def _pool_texts(n: int, seed: int = 0) -> list[str]:
+    """Prompts in topics of shared words and numbers, so neighbours are neither ties nor noise."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(3_000)]
+    topics = [rng.choice(len(vocab), 25, replace=False) for _ in range(n // 20 + 1)]
+    out = []
+    for _ in range(n):
+        t = topics[rng.integers(len(topics))]
+        words = [vocab[j] for j in rng.choice(t, 12)] + [
+            vocab[j] for j in rng.integers(0, 3_000, 4)
+        ]
+        out.append(" ".join(words) + f" = {rng.integers(100)}")
+    return out
+
+
+def _recall(found: np.ndarray, exact_sim: np.ndarray, unit: Any) -> float:
+    """Share of found neighbours at least as close as the k-th exact one (ties count)."""
+    rows = np.arange(len(found))
+    got = np.asarray(unit[np.repeat(rows, found.shape[1])].multiply(unit[found.ravel()]).sum(1))
+    got = got.reshape(found.shape)
+    return float(
+        ((got >= exact_sim.min(axis=1, keepdims=True) - 1e-5) & (found != rows[:, None])).mean()
+    )
+
+
+def test_approximate_neighbours_find_the_exact_ones() -> None:
+    from service.estimator.embedders import NgramsEmbedder
+    from service.estimator.neighbours import nearest, unit_rows
+
+    x = NgramsEmbedder().embed(_pool_texts(3_000))
+    x = sp.vstack([x, sp.csr_matrix((5, x.shape[1]), dtype=np.float32)]).tocsr()  # unembedded
+    exact = exposure.Graph.of(x, 10)
+    exact.fill(np.arange(3_000))
+    nb, sim = nearest(x, 10)
+    unit = unit_rows(x)
+    assert _recall(nb[:3_000], exact.sim[:3_000], unit) >= 0.9
+    # the similarities are the pairs' own cosines, and an unembedded row passes nothing on
+    i = 17
+    assert sim[i] == pytest.approx([unit[i].multiply(unit[j]).sum() for j in nb[i]], abs=1e-3)
+    assert (
+        np.all(sim[3_000:] == 0)
+        and not np.isin(nb[:3_000][sim[:3_000] > 0], range(3_000, 3_005)).any()
+    )
+    assert all(i not in nb[i] for i in range(3_000))
+
+
+def test_tracking_has_neighbours_above_the_exact_limit() -> None:
+    from service.estimator.embedders import NgramsEmbedder
+    from service.estimator.inputs import DatasetInputs, model_inputs
+    from service.predictor.cache import PredictorCache
+
+    texts = _pool_texts(1_200, seed=1)
+    x = model_inputs(NgramsEmbedder().embed(texts), texts)
+    inputs = DatasetInputs(x, np.ones(len(texts), dtype=bool))
+    cache = PredictorCache()
+    g = tracking.graph(cache, 1, inputs, exact_max=1_000)
+    assert g.filled.all() and g.unit is None  # built whole, nothing kept to scan
+    exact = exposure.Graph.of(x[:, : x.shape[1] - N_FEATURES], tracking.NEIGHBOURS)
+    exact.fill(np.arange(len(texts)))
+    # each prompt's nearest found is about as close as its nearest there is
+    assert g.sim[:, 0].mean() >= 0.97 * exact.sim.max(axis=1).mean()
+    assert tracking.graph(cache, 1, inputs, exact_max=1_000) is g  # kept while its inputs are
+    small = tracking.graph(PredictorCache(), 1, inputs)  # under the limit: exact, on demand
+    assert small.unit is not None and not small.filled.any()
+
+
+@pytest.mark.slow
+def test_tracking_has_neighbours_past_30000_prompts() -> None:
+    from service.estimator.embedders import NgramsEmbedder
+
+    n = tracking.EXACT_MAX + 5_000
+    g = tracking.neighbour_graph(NgramsEmbedder().embed(_pool_texts(n, seed=2)))
+    assert g.nb.shape == (n, tracking.NEIGHBOURS) and g.filled.all()
+    rows = np.arange(0, n, 97)  # the exact nearest of a sample of rows
+    exact = exposure.Graph.of(NgramsEmbedder().embed(_pool_texts(n, seed=2)), 1)
+    exact.fill(rows)
+    assert g.sim[rows, 0].mean() >= 0.97 * exact.sim[rows, 0].mean()
 
 
 def _simulate(

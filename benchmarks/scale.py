@@ -1,0 +1,268 @@
+"""The service at a large pool: upload, embedding, and request latency idle and while a fit runs.
+
+Run: `python -m benchmarks.scale --pool 100000` (or `--pool 1000000`; PostgreSQL + Redis by
+default, `--backend embedded` for SQLite). One server process on a fresh database:
+
+- upload of `--pool` prompts in 10,000-prompt requests, and the time of each 100,000-prompt
+  slice (first against last: a per-chunk cost that grows with the dataset shows here);
+- embedding (`ngrams`, running beside the upload as the service does), with the time each
+  100,000th prompt was reached, polled once a second;
+- POST /outcomes of 1,000 groups of 8 and POST /batches of `--size`, p50/p95, and the step
+  (batch then its outcomes): idle (a run whose fits never come due) and while a fit runs (a
+  run with default settings, tracking on, stepped from its first report until its first
+  version is stored or `--fit-steps` steps);
+- the server's peak resident memory (VmHWM).
+
+`--profile out.txt` samples the server with py-spy during the idle batches and prints the
+functions with the most samples (own and below), to see what a request pays per pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from benchmarks._server import serve
+
+CHUNK = 10_000
+SLICE = 100_000  # --slice
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def _ms(xs: list[float]) -> str:
+    return f"{1000 * _pct(xs, 0.5):.0f} / {1000 * _pct(xs, 0.95):.0f}"
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _text(i: int, rng: random.Random) -> str:
+    """Varied enough that n-grams differ, alike enough that neighbours exist."""
+    a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(1, 9)
+    forms = (
+        f"Problem {i}: find all real x such that {a} x^{c} + {b} x = {a + b}.",
+        f"Let n = {a}. How many positive divisors of n^{c} + {b} are odd? (item {i})",
+        f"A triangle has sides {a}, {a + b} and {b + c + a}. Find its area, case {i}.",
+        f"Compute the remainder when {a}^{b} is divided by {c + 6}; question {i}.",
+    )
+    return forms[i % len(forms)]
+
+
+def upload(
+    c: httpx.Client, pool: int, slice_: int = SLICE
+) -> tuple[float, list[float], list[float]]:
+    """Upload time, per-slice upload times, per-slice embedding times (first to last)."""
+    rng = random.Random(0)
+    c.post("/v1/datasets", json={"name": "pool", "embedder": "ngrams"}).raise_for_status()
+    per_chunk: list[float] = []
+    embedded_at: dict[int, float] = {}
+    t0 = last_poll = time.perf_counter()
+
+    def poll() -> int:
+        done = int(c.get("/v1/datasets/pool").json()["embedded"])
+        now = time.perf_counter() - t0
+        for mark in range(slice_, done + 1, slice_):
+            embedded_at.setdefault(mark, now)
+        return done
+
+    for start in range(0, pool, CHUNK):
+        body = [
+            {"id": f"q{i}", "text": _text(i, rng)} for i in range(start, min(start + CHUNK, pool))
+        ]
+        t = time.perf_counter()
+        c.post("/v1/datasets/pool/prompts", json={"prompts": body}).raise_for_status()
+        per_chunk.append(time.perf_counter() - t)
+        if time.perf_counter() - last_poll > 1:
+            last_poll = time.perf_counter()
+            print(f"  uploaded {start + len(body):>9,}, embedded {poll():>9,}", file=sys.stderr)
+    up = time.perf_counter() - t0
+    while (done := poll()) < pool:
+        print(f"  embedded {done:>9,}/{pool:,}", file=sys.stderr)
+        time.sleep(1)
+    embedded_at[pool] = time.perf_counter() - t0
+    per = slice_ // CHUNK
+    up_slices = [sum(per_chunk[i : i + per]) for i in range(0, len(per_chunk), per)]
+    marks = sorted(embedded_at)
+    emb_slices = [
+        b - a
+        for a, b in zip(
+            [0.0] + [embedded_at[m] for m in marks], [embedded_at[m] for m in marks], strict=False
+        )
+    ]
+    return up, up_slices, emb_slices
+
+
+def steps(
+    c: httpx.Client, run: str, pool: int, size: int, first: int, n: int, until_fit: bool
+) -> tuple[list[float], list[float], list[float], float | None]:
+    """n training steps; batches, their outcomes, steps; seconds until a version, if one came."""
+    rng = random.Random(first)
+    bl: list[float] = []
+    ol: list[float] = []
+    t0 = time.perf_counter()
+    fitted = None
+    for step in range(first, first + n):
+        if until_fit and c.get(f"/v1/runs/{run}/predictor").json()["version"] is not None:
+            fitted = time.perf_counter() - t0
+            break
+        t = time.perf_counter()
+        r = c.post(f"/v1/runs/{run}/batches", json={"step": step, "size": size})
+        bl.append(time.perf_counter() - t)
+        r.raise_for_status()
+        b = r.json()
+        results = [
+            {"prompt_id": p["id"], "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
+            for p in b["prompts"]
+        ]
+        t = time.perf_counter()
+        c.post(
+            f"/v1/runs/{run}/outcomes",
+            json={"step": step, "batch_id": b["batch_id"], "results": results},
+        ).raise_for_status()
+        ol.append(time.perf_counter() - t)
+    return bl, ol, [a + b for a, b in zip(bl, ol, strict=True)], fitted
+
+
+def outcomes(c: httpx.Client, run: str, pool: int, calls: int, first: int) -> list[float]:
+    rng = random.Random(first)
+    lat = []
+    for step in range(first, first + calls):
+        results = [
+            {"prompt_id": f"q{i}", "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
+            for i in rng.sample(range(pool), 1000)
+        ]
+        t = time.perf_counter()
+        c.post(
+            f"/v1/runs/{run}/outcomes", json={"step": step, "results": results}
+        ).raise_for_status()
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+def profile(pid: int, seconds: int, out: str) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not found: no profile", file=sys.stderr)
+        return None
+    cmd = [spy, "record", "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", out, "-r", "50"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise(path: str, top: int = 30) -> None:
+    """Samples per function of the service's own code, inclusive, over the busy samples."""
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(w in frames[-1] for w in ("Condition.wait", "Queue.get", "select (selectors")):
+            continue  # an idle thread
+        n = int(count)
+        total += n
+        for frame in set(frames):
+            if "service/" in frame or "sqlalchemy" in frame or "numpy" in frame:
+                incl[frame] += n
+    print(f"\n### py-spy, server during POST /batches ({total} busy samples, inclusive)\n")
+    for frame, n in incl.most_common(top):
+        print(f"- {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pool", type=int, default=100_000)
+    ap.add_argument("--backend", choices=["postgres", "embedded"], default="postgres")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--fit-steps", type=int, default=40)
+    ap.add_argument("--slice", type=int, default=SLICE, help="prompts per timed slice")
+    ap.add_argument("--fit-wait", type=float, default=900, help="seconds to wait for the fit")
+    ap.add_argument("--profile", default=None, help="py-spy raw output file (idle batches)")
+    args = ap.parse_args()
+    pids: list[int] = []
+    never = {"fit_min_outcomes": 2**31 - 1, "refit_every": 2**31 - 1}
+    with serve(args.backend, pids=pids) as url, httpx.Client(base_url=url, timeout=600) as c:
+        pid = pids[0]
+        up, up_slices, emb_slices = upload(c, args.pool, args.slice)
+        emb_total = sum(emb_slices)
+        print(f"  upload {up:.1f} s, embedded after {emb_total:.1f} s", file=sys.stderr)
+        for name, sel in (("idle", never), ("fit", {})):
+            body = {"name": name, "dataset": "pool", "group_size": 8, "selection": sel}
+            c.post("/v1/runs", json=body).raise_for_status()
+        out_idle = outcomes(c, "idle", args.pool, args.repeats, 0)
+        spy = profile(pid, 60, args.profile) if args.profile else None
+        if spy is not None:
+            time.sleep(1)
+        b_idle, _, s_idle, _ = steps(
+            c, "idle", args.pool, args.size, args.repeats, args.repeats, False
+        )
+        if spy is not None:
+            spy.wait()
+        print("  idle done; starting the fit run", file=sys.stderr)
+        t_fit = time.perf_counter()
+        out_fit = outcomes(c, "fit", args.pool, 1, 0)  # 1,000 groups: the first fit comes due
+        b_fit, _, s_fit, fitted = steps(c, "fit", args.pool, args.size, 1, args.fit_steps, True)
+        while fitted is None and c.get("/v1/runs/fit/predictor").json()["version"] is None:
+            if time.perf_counter() - t_fit > args.fit_wait:
+                break
+            time.sleep(1)
+        fit_s = time.perf_counter() - t_fit
+        info = c.get("/v1/runs/fit/predictor").json()
+        cal = info["calibration"] if info["version"] is not None else {}
+        rss = _peak_rss_mb(pid)
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        kid_rss = [_peak_rss_mb(int(k)) for k in kids]
+    print(f"\n### scale: {args.pool:,} prompts ({args.backend}, 1 server process, `ngrams`)\n")
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| upload, {args.pool:,} prompts in 10,000-prompt requests | {up:.1f} s |")
+    print(f"| embedded (`ngrams`, beside the upload), all | {emb_total:.1f} s |")
+    print(
+        f"| upload per {args.slice:,}, first / last slice | {up_slices[0]:.1f} / {up_slices[-1]:.1f} s |"
+    )
+    print(
+        f"| embedding per {args.slice:,}, first / last slice | "
+        f"{emb_slices[0]:.1f} / {emb_slices[-1]:.1f} s |"
+    )
+    print(f"| POST /outcomes, 1,000 groups of 8, p50 / p95 | {_ms(out_idle)} ms |")
+    print(f"| POST /batches of {args.size}, idle, p50 / p95 | {_ms(b_idle)} ms |")
+    print(f"| step (batch + its outcomes), idle, p50 / p95 | {_ms(s_idle)} ms |")
+    print(
+        f"| POST /batches of {args.size}, while the first fit runs ({len(b_fit)} steps), "
+        f"p50 / p95 | {_ms(b_fit)} ms |"
+    )
+    print(f"| step, while the first fit runs, p50 / p95 | {_ms(s_fit)} ms |")
+    print(f"| POST /outcomes that started the fit | {1000 * out_fit[0]:.0f} ms |")
+    done = "stored" if cal else "not stored yet"
+    print(
+        f"| first fit (tracking on), from its trigger: {done} | {fit_s:.1f} s "
+        f"(fit_seconds {cal.get('fit_seconds')}, tracking_rows {cal.get('tracking_rows')}) |"
+    )
+    print(f"| server peak RSS | {rss:,.0f} MiB |")
+    for k in kid_rss:
+        print(f"| its child process (the neighbour-graph builder) peak RSS | {k:,.0f} MiB |")
+    print("\nper-slice seconds, upload: " + ", ".join(f"{x:.1f}" for x in up_slices))
+    print("per-slice seconds, embedding: " + ", ".join(f"{x:.1f}" for x in emb_slices))
+    if args.profile and Path(args.profile).exists():
+        summarise(args.profile)
+
+
+if __name__ == "__main__":
+    main()
