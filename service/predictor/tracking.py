@@ -105,19 +105,38 @@ def _builder() -> ProcessPoolExecutor:
 def graph(
     cache: PredictorCache, dataset_id: int, inputs: DatasetInputs, exact_max: int = EXACT_MAX
 ) -> Graph:
-    """The dataset's neighbour graph on its embedding block, kept while its inputs are."""
+    """The dataset's neighbour graph on its embedding block, kept while its inputs are.
+
+    Above `exact_max` the approximate graph takes minutes to build, in a process of its own;
+    until it is ready a fit goes on without neighbours (own and global training only, as
+    tracking did above the limit before) instead of waiting, and a later fit picks it up.
+    """
     with _GRAPH_LOCK:
         cached = cache.graphs.get(dataset_id)
         if cached is not None and cached[0] is inputs:
             return cached[1]
         dim = max(inputs.x.shape[1] - N_FEATURES, 0)
         block = inputs.x[:, :dim]
-        if block.shape[0] > exact_max and dim > 0:  # minutes of GIL-bound work: elsewhere
-            g = _builder().submit(neighbour_graph, block, exact_max).result()
-        else:
+        if block.shape[0] <= exact_max or dim == 0:
             g = neighbour_graph(block, exact_max)
-        cache.graphs[dataset_id] = (inputs, g)
-        return g
+            cache.graphs[dataset_id] = (inputs, g)
+            return g
+        pending = cache.graph_builds.get(dataset_id)
+        if pending is not None and pending[1].done():
+            del cache.graph_builds[dataset_id]
+            if pending[0] is inputs and pending[1].exception() is None:
+                g = pending[1].result()
+                cache.graphs[dataset_id] = (inputs, g)
+                return g
+            if pending[1].exception() is not None:
+                log.error(
+                    "neighbour graph of dataset %s failed: %r", dataset_id, pending[1].exception()
+                )
+            pending = None
+        if pending is None:  # one build at a time; one for older inputs finishes first
+            future = _builder().submit(neighbour_graph, block, exact_max)
+            cache.graph_builds[dataset_id] = (inputs, future)
+        return Graph.of(np.zeros((block.shape[0], 1), dtype=np.float32), 0)
 
 
 async def advance(

@@ -95,6 +95,9 @@ def test_tracking_has_neighbours_above_the_exact_limit() -> None:
     x = model_inputs(NgramsEmbedder().embed(texts), texts)
     inputs = DatasetInputs(x, np.ones(len(texts), dtype=bool))
     cache = PredictorCache()
+    first = tracking.graph(cache, 1, inputs, exact_max=1_000)
+    assert first.nb.shape[1] == 0 and not first.filled.any()  # no neighbours while it builds
+    cache.graph_builds[1][1].result(timeout=600)
     g = tracking.graph(cache, 1, inputs, exact_max=1_000)
     assert g.filled.all() and g.unit is None  # built whole, nothing kept to scan
     exact = exposure.Graph.of(x[:, : x.shape[1] - N_FEATURES], tracking.NEIGHBOURS)
