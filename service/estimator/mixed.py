@@ -58,7 +58,7 @@ def fit_predict(
     if len(y) > MAX_ROWS:
         rows = np.sort(np.random.default_rng(0).choice(len(y), MAX_ROWS, replace=False))
     model = LogisticRegression(C=C, max_iter=300)
-    train = _embedding(as_inputs(x_train)[rows])
+    train = _embedding(x_train[rows])  # one conversion: `_embedding` makes it CSR or dense
     test = _embedding(x_all)
     if labels_train is not None and labels_all is not None:
         train = _with_labels(train, labels_train[rows])
