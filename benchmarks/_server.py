@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,12 +47,18 @@ def serve(
     env: dict[str, str] | None = None,
     repo: Path = REPO,
     pids: list[int] | None = None,
+    workers: int = 0,
+    hold_workers: threading.Event | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis).
 
     `repo`: the source tree the server runs from (another commit's, to compare against).
-    `pids`, when given, receives the server's process id (to read its memory).
+    `pids`, when given, receives the server's process id, then each worker's (their memory).
+    `workers`: `depo worker` processes beside the server (postgres only); background work
+    then runs in them and never in the server; with `hold_workers`, they start when it is set.
     """
+    if workers and backend != "postgres":
+        raise ValueError("workers need the postgres backend (their queue is in Redis)")
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="depo-")
     extra = env or {}
@@ -66,6 +73,8 @@ def serve(
         env["DEPO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db
         env["DEPO_REDIS_URL"] = REDIS_URL
         env["DEPO_REDIS_PREFIX"] = f"depobench-{db}"
+    if workers:
+        env["DEPO_WORKERS"] = "true"
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", log_level],
         cwd=repo,
@@ -74,6 +83,7 @@ def serve(
     if pids is not None:
         pids.append(proc.pid)
     url = f"http://127.0.0.1:{port}"
+    kids: list[subprocess.Popen[bytes]] = []
     try:
         deadline = time.monotonic() + 300  # a loaded 2-core machine can take minutes
         while True:
@@ -85,10 +95,33 @@ def serve(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("service did not start")
             time.sleep(0.2)
+
+        def start_workers() -> None:  # after the server ran the migrations
+            if hold_workers is not None:
+                hold_workers.wait()
+            for _ in range(workers):
+                kids.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "service", "worker"],
+                        cwd=repo,
+                        env={**env, "DEPO_RUN_MIGRATIONS_ON_START": "false"},
+                    )
+                )
+                if pids is not None:
+                    pids.append(kids[-1].pid)
+
+        if workers:
+            threading.Thread(target=start_workers, daemon=True).start()
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for p in [proc, *kids]:
+            p.terminate()
+        for p in [proc, *kids]:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker finishing a long job: results are in
+                p.kill()
+                p.wait()
         if db is not None:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 

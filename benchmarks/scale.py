@@ -1,17 +1,19 @@
 """The service at a large pool: upload, embedding, and request latency idle and while a fit runs.
 
-Run: `python -m benchmarks.scale --pool 100000` (or `--pool 1000000`; PostgreSQL + Redis by
-default, `--backend embedded` for SQLite). One server process on a fresh database:
+Run: `python -m benchmarks.scale --pool 1000000 --fit-groups 1000000` (PostgreSQL + Redis and
+one `depo worker` by default; `--workers 0` runs background work in the server, `--backend
+embedded` on SQLite). One server process and its workers on a fresh database:
 
 - upload of `--pool` prompts in 10,000-prompt requests, and the time of each 100,000-prompt
   slice (first against last: a per-chunk cost that grows with the dataset shows here);
-- embedding (`ngrams`, running beside the upload as the service does), with the time each
-  100,000th prompt was reached, polled once a second;
+- embedding (`ngrams`) by the worker, started when the upload ends (`--together`: beside it),
+  timed from its first heartbeat, with the time each 100,000th prompt was reached (polled once
+  a second);
 - POST /outcomes of 1,000 groups of 8 and POST /batches of `--size`, p50/p95, and the step
   (batch then its outcomes): idle (a run whose fits never come due) and while a fit runs (a
-  run with default settings, tracking on, stepped from its first report until its first
-  version is stored or `--fit-steps` steps);
-- the server's peak resident memory (VmHWM).
+  run whose first fit comes due at `--fit-groups` reported groups, tracking on, stepped from
+  then until its first version is stored or `--fit-steps` steps);
+- the peak resident memory (VmHWM) of the server and of each worker.
 
 `--profile out.txt` samples the server with py-spy during the idle batches and prints the
 functions with the most samples (own and below), to see what a request pays per pool.
@@ -24,6 +26,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -65,18 +68,23 @@ def _text(i: int, rng: random.Random) -> str:
 
 
 def upload(
-    c: httpx.Client, pool: int, slice_: int = SLICE
+    c: httpx.Client, pool: int, slice_: int = SLICE, release: threading.Event | None = None
 ) -> tuple[float, list[float], list[float]]:
-    """Upload time, per-slice upload times, per-slice embedding times (first to last)."""
+    """Upload time, per-slice upload times, per-slice embedding times (first to last).
+
+    With `release` (the workers' start, held until the upload ends), upload and embedding
+    are timed apart, each with the machine to itself; without, the embedding runs beside it.
+    """
     rng = random.Random(0)
     c.post("/v1/datasets", json={"name": "pool", "embedder": "ngrams"}).raise_for_status()
     per_chunk: list[float] = []
     embedded_at: dict[int, float] = {}
     t0 = last_poll = time.perf_counter()
+    clock = [t0]  # the embedding's start
 
     def poll() -> int:
         done = int(c.get("/v1/datasets/pool").json()["embedded"])
-        now = time.perf_counter() - t0
+        now = time.perf_counter() - clock[0]
         for mark in range(slice_, done + 1, slice_):
             embedded_at.setdefault(mark, now)
         return done
@@ -92,10 +100,15 @@ def upload(
             last_poll = time.perf_counter()
             print(f"  uploaded {start + len(body):>9,}, embedded {poll():>9,}", file=sys.stderr)
     up = time.perf_counter() - t0
+    if release is not None:
+        release.set()
+        while c.get("/readyz").json()["background"].get("workers", 0) < 1:
+            time.sleep(0.2)  # the clock starts when a worker beats, not at its process start
+        clock[0] = time.perf_counter()
     while (done := poll()) < pool:
         print(f"  embedded {done:>9,}/{pool:,}", file=sys.stderr)
         time.sleep(1)
-    embedded_at[pool] = time.perf_counter() - t0
+    embedded_at[pool] = time.perf_counter() - clock[0]
     per = slice_ // CHUNK
     up_slices = [sum(per_chunk[i : i + per]) for i in range(0, len(per_chunk), per)]
     marks = sorted(embedded_at)
@@ -195,15 +208,35 @@ def main() -> None:
     ap.add_argument("--slice", type=int, default=SLICE, help="prompts per timed slice")
     ap.add_argument("--fit-wait", type=float, default=900, help="seconds to wait for the fit")
     ap.add_argument("--profile", default=None, help="py-spy raw output file (idle batches)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="`depo worker`s (default 1 on postgres)"
+    )
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="workers embed during the upload (default: they start when it ends)",
+    )
+    ap.add_argument(
+        "--fit-groups",
+        type=int,
+        default=1000,
+        help="groups reported to the fit run before its first fit comes due",
+    )
     args = ap.parse_args()
+    workers = args.workers if args.workers is not None else int(args.backend == "postgres")
     pids: list[int] = []
     never = {"fit_min_outcomes": 2**31 - 1, "refit_every": 2**31 - 1}
-    with serve(args.backend, pids=pids) as url, httpx.Client(base_url=url, timeout=600) as c:
+    first_fit = {"fit_min_outcomes": args.fit_groups}
+    release = threading.Event() if workers and not args.together else None
+    with (
+        serve(args.backend, pids=pids, workers=workers, hold_workers=release) as url,
+        httpx.Client(base_url=url, timeout=600) as c,
+    ):
         pid = pids[0]
-        up, up_slices, emb_slices = upload(c, args.pool, args.slice)
+        up, up_slices, emb_slices = upload(c, args.pool, args.slice, release)
         emb_total = sum(emb_slices)
         print(f"  upload {up:.1f} s, embedded after {emb_total:.1f} s", file=sys.stderr)
-        for name, sel in (("idle", never), ("fit", {})):
+        for name, sel in (("idle", never), ("fit", first_fit)):
             body = {"name": name, "dataset": "pool", "group_size": 8, "selection": sel}
             c.post("/v1/runs", json=body).raise_for_status()
         out_idle = outcomes(c, "idle", args.pool, args.repeats, 0)
@@ -215,10 +248,18 @@ def main() -> None:
         )
         if spy is not None:
             spy.wait()
-        print("  idle done; starting the fit run", file=sys.stderr)
+        calls = max(1, args.fit_groups // 1000)
+        print(f"  idle done; {calls:,} reports of 1,000 groups to the fit run", file=sys.stderr)
+        t_rep = time.perf_counter()
+        for k in range(0, calls - 1, 50):
+            outcomes(c, "fit", args.pool, min(50, calls - 1 - k), k)
+            print(f"  reported {1000 * min(k + 50, calls - 1):>9,} groups", file=sys.stderr)
+        rep_s = time.perf_counter() - t_rep
         t_fit = time.perf_counter()
-        out_fit = outcomes(c, "fit", args.pool, 1, 0)  # 1,000 groups: the first fit comes due
-        b_fit, _, s_fit, fitted = steps(c, "fit", args.pool, args.size, 1, args.fit_steps, True)
+        out_fit = outcomes(c, "fit", args.pool, 1, calls)  # the last 1,000: the first fit is due
+        b_fit, _, s_fit, fitted = steps(
+            c, "fit", args.pool, args.size, calls + 1, args.fit_steps, True
+        )
         while fitted is None and c.get("/v1/runs/fit/predictor").json()["version"] is None:
             if time.perf_counter() - t_fit > args.fit_wait:
                 break
@@ -226,14 +267,24 @@ def main() -> None:
         fit_s = time.perf_counter() - t_fit
         info = c.get("/v1/runs/fit/predictor").json()
         cal = info["calibration"] if info["version"] is not None else {}
-        rss = _peak_rss_mb(pid)
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        kid_rss = [_peak_rss_mb(int(k)) for k in kids]
-    print(f"\n### scale: {args.pool:,} prompts ({args.backend}, 1 server process, `ngrams`)\n")
+        procs = [("server", pid)] + [(f"worker {i + 1}", w) for i, w in enumerate(pids[1:])]
+        rss = [(name, p, _peak_rss_mb(p)) for name, p in procs]
+        kids = [
+            (name, int(k))
+            for name, p in procs
+            for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        ]
+        kid_rss = [(name, _peak_rss_mb(k)) for name, k in kids]
+    where = f"{workers} worker{'s' * (workers != 1)}" if workers else "no workers"
+    print(f"\n### scale: {args.pool:,} prompts ({args.backend}, 1 server, {where}, `ngrams`)\n")
     print("| measure | value |")
     print("|---|---|")
-    print(f"| upload, {args.pool:,} prompts in 10,000-prompt requests | {up:.1f} s |")
-    print(f"| embedded (`ngrams`, beside the upload), all | {emb_total:.1f} s |")
+    print(
+        f"| upload, {args.pool:,} prompts in 10,000-prompt requests: wall / in requests | "
+        f"{up:.1f} / {sum(up_slices):.1f} s |"
+    )
+    when = "after the upload" if release is not None else "beside the upload"
+    print(f"| embedded (`ngrams`, {when}), all | {emb_total:.1f} s |")
     print(
         f"| upload per {args.slice:,}, first / last slice | {up_slices[0]:.1f} / {up_slices[-1]:.1f} s |"
     )
@@ -244,6 +295,7 @@ def main() -> None:
     print(f"| POST /outcomes, 1,000 groups of 8, p50 / p95 | {_ms(out_idle)} ms |")
     print(f"| POST /batches of {args.size}, idle, p50 / p95 | {_ms(b_idle)} ms |")
     print(f"| step (batch + its outcomes), idle, p50 / p95 | {_ms(s_idle)} ms |")
+    print(f"| {calls - 1:,} reports of 1,000 groups before the fit | {rep_s:.1f} s |")
     print(
         f"| POST /batches of {args.size}, while the first fit runs ({len(b_fit)} steps), "
         f"p50 / p95 | {_ms(b_fit)} ms |"
@@ -252,12 +304,14 @@ def main() -> None:
     print(f"| POST /outcomes that started the fit | {1000 * out_fit[0]:.0f} ms |")
     done = "stored" if cal else "not stored yet"
     print(
-        f"| first fit (tracking on), from its trigger: {done} | {fit_s:.1f} s "
-        f"(fit_seconds {cal.get('fit_seconds')}, tracking_rows {cal.get('tracking_rows')}) |"
+        f"| first fit on {args.fit_groups:,} groups (tracking on), from its trigger: {done} | "
+        f"{fit_s:.1f} s (fit_seconds {cal.get('fit_seconds')}, tracking_rows "
+        f"{cal.get('tracking_rows')}) |"
     )
-    print(f"| server peak RSS | {rss:,.0f} MiB |")
-    for k in kid_rss:
-        print(f"| its child process (the neighbour-graph builder) peak RSS | {k:,.0f} MiB |")
+    for name, _, mb in rss:
+        print(f"| {name} peak RSS | {mb:,.0f} MiB |")
+    for name, mb in kid_rss:
+        print(f"| a child of the {name} (the neighbour-graph builder) peak RSS | {mb:,.0f} MiB |")
     print("\nper-slice seconds, upload: " + ", ".join(f"{x:.1f}" for x in up_slices))
     print("per-slice seconds, embedding: " + ", ".join(f"{x:.1f}" for x in emb_slices))
     if args.profile and Path(args.profile).exists():

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
         le=64,
         description="jobs one `depo worker` process runs at once (each fit uses DEPO_FIT_THREADS)",
     )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "CPU niceness of a `depo worker` process: where it shares cores with API replicas "
+            "(one host), requests come first and fits take the idle time; 0 to weigh them alike"
+        ),
+    )
     worker_heartbeat_seconds: float = Field(
         60.0,
         ge=1,

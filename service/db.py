@@ -15,11 +15,15 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    Select,
     Table,
     any_,
     bindparam,
     event,
+    func,
     insert,
+    select,
+    true,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
@@ -130,6 +134,26 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnE
         param = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
         return cast(ColumnElement[bool], column == any_(param))
     return cast(ColumnElement[bool], column.in_(list(values)))
+
+
+def by_unique_key(
+    session: AsyncSession, scope: ColumnElement[Any], key: Any, keys: Sequence[Any], *cols: Any
+) -> Select[Any]:
+    """Rows whose unique (scope, key) pair has one of `keys`: (key, *cols) per row found.
+
+    `scope` is the pair's first column compared with its value (`Prompt.dataset_id == 3`). On
+    PostgreSQL each key is one probe of the pair's unique index (a LIMIT 1 lateral per key), so
+    the cost is the keys' own whatever the plan statistics say: `key = ANY(:array)` let the
+    planner scan the whole scope when its statistics were stale (with autovacuum off, never
+    analysed) and test every row against the array, 2 s per 1,000 outcomes in a run of 100,000.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return select(key.label("key"), *cols).where(scope, key.in_(list(keys)))
+    param = bindparam(None, list(keys), type_=postgresql.ARRAY(key.type))
+    wanted = func.unnest(param).table_valued("key").render_derived(name="wanted")
+    found = select(key.label("key"), *cols).where(scope, key == wanted.c.key).limit(1)
+    hit = found.lateral("hit")
+    return select(*hit.c).select_from(wanted).join(hit, true())
 
 
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:

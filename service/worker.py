@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import threading
@@ -56,6 +57,8 @@ def run_worker(settings: Settings) -> int:
     from service.bootstrap import close_state, open_state
     from service.metrics import Metrics
 
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)  # the graph builder it spawns inherits this, and more
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

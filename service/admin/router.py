@@ -175,7 +175,7 @@ async def dataset_page(
         view = await estimates.for_run(session, state.hot, state.predictor_cache, r, policy)
     prof = await prompts.profile(session, ds.id, ds.prompt_count, field, view, totals)
     profiled = on_it[0].name if on_it else None
-    labelled = await datasets.labelled_count(session, ds.id)
+    labelled = await datasets.labelled_count(session, ds)
     return HTMLResponse(pages.dataset_page(ds, embedded, on_it, prof, profiled, labelled))
 
 

@@ -30,7 +30,7 @@ async def _read(session: AsyncSession, d: Dataset) -> DatasetRead:
         embedder=d.embedder,
         prompt_count=d.prompt_count,
         embedded=await embedded_count(session, d),
-        labelled=await service.labelled_count(session, d.id),
+        labelled=await service.labelled_count(session, d),
         difficulty_field=(
             DifficultyField.model_validate(d.difficulty_field) if d.difficulty_field else None
         ),

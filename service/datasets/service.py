@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets.schemas import DEFAULT_EMBEDDER, DatasetCreate, PromptIn
-from service.db import insert_unless_raced, one_of, utcnow
+from service.db import by_unique_key, insert_unless_raced, utcnow
 from service.embedding import encode
 from service.estimator import N_FEATURES
 from service.estimator.inputs import model_inputs
@@ -139,12 +139,17 @@ async def upsert_prompts(
     ids = [p.id for p in prompts]
     for start in range(0, len(ids), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Prompt.client_id, Prompt.id, Prompt.content_hash, Prompt.prior_pass_rate).where(
+            by_unique_key(
+                session,
                 Prompt.dataset_id == dataset.id,
-                one_of(session, Prompt.client_id, ids[start : start + LOOKUP_CHUNK]),
+                Prompt.client_id,
+                ids[start : start + LOOKUP_CHUNK],
+                Prompt.id,
+                Prompt.content_hash,
+                Prompt.prior_pass_rate,
             )
         )
-        existing.update({r.client_id: (r.id, r.content_hash, r.prior_pass_rate) for r in rows})
+        existing.update({r.key: (r.id, r.content_hash, r.prior_pass_rate) for r in rows})
     now = utcnow()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -246,9 +251,11 @@ def _vector(p: PromptIn) -> bytes | None:
     return encode(model_inputs(v, [p.text])[0])
 
 
-async def labelled_count(session: AsyncSession, dataset_id: int) -> int:
-    """Prompts with a known difficulty."""
-    stmt = select(func.count(Prompt.prior_pass_rate)).where(Prompt.dataset_id == dataset_id)
+async def labelled_count(session: AsyncSession, dataset: Dataset) -> int:
+    """Prompts with a known difficulty; no scan of a dataset no upload ever labelled."""
+    if not dataset.label_rev:
+        return 0
+    stmt = select(func.count(Prompt.prior_pass_rate)).where(Prompt.dataset_id == dataset.id)
     return int((await session.execute(stmt)).scalar_one())
 
 
@@ -271,12 +278,16 @@ async def resolve_ids(
     unique = list(dict.fromkeys(client_ids))
     for start in range(0, len(unique), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Prompt.client_id, Prompt.id, Prompt.idx).where(
+            by_unique_key(
+                session,
                 Prompt.dataset_id == dataset_id,
-                one_of(session, Prompt.client_id, unique[start : start + LOOKUP_CHUNK]),
+                Prompt.client_id,
+                unique[start : start + LOOKUP_CHUNK],
+                Prompt.id,
+                Prompt.idx,
             )
         )
-        out.update({r.client_id: (r.id, r.idx) for r in rows})
+        out.update({r.key: (r.id, r.idx) for r in rows})
     return out
 
 
@@ -293,10 +304,15 @@ async def prompts_by_pos(
     out: dict[int, PromptRef] = {}
     for start in range(0, len(idxs), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Prompt.idx, Prompt.id, Prompt.client_id, Prompt.text).where(
+            by_unique_key(
+                session,
                 Prompt.dataset_id == dataset_id,
-                one_of(session, Prompt.idx, idxs[start : start + LOOKUP_CHUNK]),
+                Prompt.idx,
+                idxs[start : start + LOOKUP_CHUNK],
+                Prompt.id,
+                Prompt.client_id,
+                Prompt.text,
             )
         )
-        out.update({r.idx: PromptRef(r.id, r.client_id, r.text) for r in rows})
+        out.update({r.key: PromptRef(r.id, r.client_id, r.text) for r in rows})
     return out

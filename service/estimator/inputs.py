@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,16 @@ class DatasetInputs:
     x: Matrix
     mask: npt.NDArray[np.bool_]
     column_weights: F32 | None = None
+
+    @functools.cached_property
+    def embedding(self) -> Matrix:
+        """The embedding block without the text features, sliced once per load."""
+        # 1.5-4.5 s at 1,000,000 n-gram rows: shared by the neighbour graph and the classifier
+        dim = self.x.shape[1] - N_FEATURES
+        if dim <= 0:
+            return self.x[:, :0]
+        out: Matrix = self.x[:, :dim]
+        return out
 
 
 # MiniLM's block beside sparse n-grams, in total standard deviation against theirs: 5-fold

@@ -39,6 +39,19 @@ def mixed_targets(
     return out
 
 
+def enough(y: npt.NDArray[np.int64]) -> bool:
+    """Both classes seen often enough to learn which prompts give mixed groups."""
+    ones = int(y.sum())
+    return min(ones, len(y) - ones) >= MIN_EACH_CLASS
+
+
+def sample(n: int) -> npt.NDArray[np.int64]:
+    """The training rows: all, or a fixed random MAX_ROWS of them."""
+    if n <= MAX_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, MAX_ROWS, replace=False))
+
+
 def fit_predict(
     x_train: Any,
     y: npt.NDArray[np.int64],
@@ -51,19 +64,32 @@ def fit_predict(
     Only the embedding block: the trailing text features are unscaled counts. Known
     difficulties (label logits, NaN: none) join as how extreme the label is and whether any.
     """
-    ones = int(y.sum())
-    if min(ones, len(y) - ones) < MIN_EACH_CLASS:
+    if not enough(y):
         return None
-    rows = np.arange(len(y))
-    if len(y) > MAX_ROWS:
-        rows = np.sort(np.random.default_rng(0).choice(len(y), MAX_ROWS, replace=False))
+    rows = sample(len(y))
+    train = embedding_block(as_inputs(x_train)[rows])
+    return predict(
+        train,
+        y[rows],
+        embedding_block(x_all),
+        None if labels_train is None else labels_train[rows],
+        labels_all,
+    )
+
+
+def predict(
+    train: Any,
+    y: npt.NDArray[np.int64],
+    test: Any,
+    labels_train: npt.NDArray[np.float64] | None = None,
+    labels_test: npt.NDArray[np.float64] | None = None,
+) -> F32:
+    """Fit on embedding-block rows (already sampled), P(mixed) for each `test` row."""
     model = LogisticRegression(C=C, max_iter=300)
-    train = _embedding(x_train[rows])  # one conversion: `_embedding` makes it CSR or dense
-    test = _embedding(x_all)
-    if labels_train is not None and labels_all is not None:
-        train = _with_labels(train, labels_train[rows])
-        test = _with_labels(test, labels_all)
-    model.fit(train, y[rows])
+    if labels_train is not None and labels_test is not None:
+        train = _with_labels(train, labels_train)
+        test = _with_labels(test, labels_test)
+    model.fit(train, y)
     out: F32 = model.predict_proba(test)[:, 1].astype(np.float32)
     return out
 
@@ -79,6 +105,7 @@ def _with_labels(x: Any, logits: npt.NDArray[np.float64]) -> Any:
     )
 
 
-def _embedding(x: Any) -> Any:
+def embedding_block(x: Any) -> Any:
+    """Model inputs without the trailing text features (all of them if that is all there is)."""
     x = as_inputs(x)
     return x[:, : x.shape[1] - N_FEATURES] if x.shape[1] > N_FEATURES else x

@@ -43,8 +43,8 @@ def dense_columns(x: Any, cols: slice) -> npt.NDArray[np.float32]:
 
 def document_frequency_weights(x: Any, cols: slice) -> npt.NDArray[np.float64]:
     """Smoothed idf of each column in `cols` over all rows (every prompt text is known)."""
-    block = x[:, cols]
-    df = np.bincount(block.indices, minlength=block.shape[1]).astype(np.float64)
+    # a row holds each column once, so counting all indices counts rows per column; no slice
+    df = np.bincount(x.indices, minlength=x.shape[1])[cols].astype(np.float64)
     out: npt.NDArray[np.float64] = np.log((1.0 + x.shape[0]) / (1.0 + df)) + 1.0
     return out
 

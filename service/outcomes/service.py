@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets import service as datasets
-from service.db import bulk_insert, one_of, utcnow
+from service.db import bulk_insert, by_unique_key, one_of, utcnow
 from service.exceptions import InvalidInput
 from service.models import Batch, BatchItem, Outcome, Run
 from service.outcomes.schemas import GroupResult, OutcomeAck, OutcomeReport
@@ -122,9 +122,11 @@ async def _existing_keys(session: AsyncSession, run_id: int, keys: list[str]) ->
     found: set[str] = set()
     for start in range(0, len(keys), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Outcome.dedup_key).where(
+            by_unique_key(
+                session,
                 Outcome.run_id == run_id,
-                one_of(session, Outcome.dedup_key, keys[start : start + LOOKUP_CHUNK]),
+                Outcome.dedup_key,
+                keys[start : start + LOOKUP_CHUNK],
             )
         )
         found.update(rows.scalars())

@@ -282,21 +282,24 @@ def _label_logits(labels: F32 | None, size: int) -> F64 | None:
 
 def _mixed_all(job: _Job, idx: npt.NDArray[np.int64], label: F64 | None) -> F32 | None:
     """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn."""
-    if len(idx) == 0:
+    block = job.inputs.embedding
+    if len(idx) == 0 or block.shape[1] == 0:
         return None
     succ = np.array([job.stats[i].successes for i in idx], dtype=np.float64)
     rollouts = np.array([job.stats[i].rollouts for i in idx], dtype=np.float64)
-    rows = np.flatnonzero(job.inputs.mask)
     y = mixed.mixed_targets(succ, rollouts)
-    got = mixed.fit_predict(
-        job.inputs.x[idx],
-        y,
-        job.inputs.x[rows],
-        None if label is None else label[idx],
+    if not mixed.enough(y):
+        return None
+    pick = mixed.sample(len(idx))  # only the sampled rows are copied, never all with history
+    rows = np.flatnonzero(job.inputs.mask)
+    every = len(rows) == block.shape[0]
+    got = mixed.predict(
+        block[idx[pick]],
+        y[pick],
+        block if every else block[rows],
+        None if label is None else label[idx[pick]],
         None if label is None else label[rows],
     )
-    if got is None:
-        return None
     out = np.full(len(job.inputs.mask), np.nan, dtype=np.float32)
     out[rows] = got
     return out

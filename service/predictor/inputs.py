@@ -62,10 +62,11 @@ def _place_rows(
         x = np.zeros((size, vecs.shape[1]), dtype=np.float32)
         x[idx] = vecs
         return DatasetInputs(x, mask)
-    order = np.argsort(idx)
-    vecs = vecs[order]
+    if np.any(np.diff(idx) <= 0):  # rows come in idx order as stored; copy only if not
+        order = np.argsort(idx)
+        vecs, idx = vecs[order], idx[order]
     counts = np.zeros(size, dtype=np.int64)
-    counts[idx[order]] = np.diff(vecs.indptr)
+    counts[idx] = np.diff(vecs.indptr)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     x = sp.csr_matrix((vecs.data, vecs.indices, indptr), shape=(size, vecs.shape[1]))
     # idf for the n-gram block only: MiniLM's dense block beside it (`ngrams-minilm`) keeps 1
