@@ -186,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             {"id": f"p{i}", "text": f"Problem {i}: compute {i} * {i * 7 % 13} + {i % 5}."}
             for i in range(args.pool)
         ]
-        r = setup.post("/v1/datasets/pool/prompts", json={"prompts": prompts})
-        assert r.status_code == 200, r.text
+        for start in range(0, args.pool, 10_000):  # the most one request may carry
+            r = setup.post(
+                "/v1/datasets/pool/prompts", json={"prompts": prompts[start : start + 10_000]}
+            )
+            assert r.status_code == 200, r.text
         t0 = time.monotonic()
         while setup.get("/v1/datasets/pool").json()["embedded"] < args.pool:
             assert time.monotonic() - t0 < 600, "embedding did not finish"

@@ -79,8 +79,7 @@ def upload(
     c.post("/v1/datasets", json={"name": "pool", "embedder": "ngrams"}).raise_for_status()
     per_chunk: list[float] = []
     embedded_at: dict[int, float] = {}
-    t0 = last_poll = time.perf_counter()
-    clock = [t0]  # the embedding's start
+    clock = [time.perf_counter()]  # the embedding's start
 
     def poll() -> int:
         done = int(c.get("/v1/datasets/pool").json()["embedded"])
@@ -89,10 +88,12 @@ def upload(
             embedded_at.setdefault(mark, now)
         return done
 
-    for start in range(0, pool, CHUNK):
-        body = [
-            {"id": f"q{i}", "text": _text(i, rng)} for i in range(start, min(start + CHUNK, pool))
-        ]
+    bodies = [  # built before the clock starts: a trainer's client has its prompts at hand
+        [{"id": f"q{i}", "text": _text(i, rng)} for i in range(start, min(start + CHUNK, pool))]
+        for start in range(0, pool, CHUNK)
+    ]
+    t0 = last_poll = clock[0] = time.perf_counter()
+    for start, body in zip(range(0, pool, CHUNK), bodies, strict=True):
         t = time.perf_counter()
         c.post("/v1/datasets/pool/prompts", json={"prompts": body}).raise_for_status()
         per_chunk.append(time.perf_counter() - t)
@@ -267,6 +268,11 @@ def main() -> None:
         fit_s = time.perf_counter() - t_fit
         info = c.get("/v1/runs/fit/predictor").json()
         cal = info["calibration"] if info["version"] is not None else {}
+        b_new: list[float] = []
+        if cal:  # the first batch after a version reads its per-prompt arrays once per process
+            b_new, _, _, _ = steps(
+                c, "fit", args.pool, args.size, calls + 2 + args.fit_steps, 5, False
+            )
         procs = [("server", pid)] + [(f"worker {i + 1}", w) for i, w in enumerate(pids[1:])]
         rss = [(name, p, _peak_rss_mb(p)) for name, p in procs]
         kids = [
@@ -302,6 +308,12 @@ def main() -> None:
     )
     print(f"| step, while the first fit runs, p50 / p95 | {_ms(s_fit)} ms |")
     print(f"| POST /outcomes that started the fit | {1000 * out_fit[0]:.0f} ms |")
+    if b_new:
+        print(
+            f"| POST /batches of {args.size} after the version landed: the first (it loads the "
+            f"version) / the next four, p50 | {1000 * b_new[0]:.0f} / "
+            f"{1000 * _pct(b_new[1:], 0.5):.0f} ms |"
+        )
     done = "stored" if cal else "not stored yet"
     print(
         f"| first fit on {args.fit_groups:,} groups (tracking on), from its trigger: {done} | "
