@@ -24,6 +24,9 @@ class PredictorVersion(Base):
     calibration: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # the mixed-group classifier's P(mixed) per prompt (estimator/mixed.py); None before it learns
     mixed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    # the exposure replay to continue from and the shifts it gives (predictor/tracking.py)
+    # the exposure replay the next fit continues from (predictor/tracking.py); versions stored
+    # before `shifts` existed hold their shifts here too
     tracking: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # the per-prompt shifts selection reads: a tenth of the replay's bytes, read once per version
+    shifts: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     fitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

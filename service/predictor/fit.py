@@ -121,9 +121,10 @@ class FitJobs:
                 "history_prompts": overlap,
             }
         blob: bytes | None = None
+        shifts: bytes | None = None
         if job.cfg.tracking:
             async with self.read_sessionmaker() as session:
-                blob, report = await tracking.advance(
+                blob, shifts, report = await tracking.advance(
                     self.cache,
                     session,
                     run_id,
@@ -145,7 +146,7 @@ class FitJobs:
             "fit_seconds": round(time.perf_counter() - t0, 3),
             "fitted_prompts": fitted_prompts,
         }
-        version = await self._store(job, state, prior, p_mixed, blob)
+        version = await self._store(job, state, prior, p_mixed, (blob, shifts))
         if version is not None:
             await self._observe(job, version, time.perf_counter() - t0)
             log.info(
@@ -219,7 +220,12 @@ class FitJobs:
         self.metrics.predictor_version.labels(run=run.name).set(version)
 
     async def _store(
-        self, job: _Job, state: PredictorState, prior: F32, p_mixed: F32 | None, blob: bytes | None
+        self,
+        job: _Job,
+        state: PredictorState,
+        prior: F32,
+        p_mixed: F32 | None,
+        tracked: tuple[bytes | None, bytes | None],
     ) -> int | None:
         version = (job.prev.version if job.prev is not None else 0) + 1
         async with self.sessionmaker() as session:
@@ -231,7 +237,8 @@ class FitJobs:
                     state=state.to_bytes(),
                     priors=prior.tobytes(),
                     mixed=p_mixed.tobytes() if p_mixed is not None else None,
-                    tracking=blob,
+                    tracking=tracked[0],
+                    shifts=tracked[1],
                     calibration=job.calibration,
                 )
             )

@@ -33,15 +33,17 @@ EXACT_MAX = 30_000
 _GRAPH_LOCK = threading.Lock()
 
 
-def pack(replay: Replay, shifts: Shifts | None) -> bytes:
-    """One npz blob: the replay to continue from, and the shifts selection reads."""
-    parts: dict[str, Any] = replay.arrays()
-    if shifts is not None:
-        shifted = {"shift": shifts.shift, "shift_weight": shifts.weight, "shift_step": shifts.step}
-        assert not parts.keys() & shifted.keys()
-        parts |= shifted
+def pack(replay: Replay) -> bytes:
+    """The replay the next fit continues from, as one npz blob."""
     buf = io.BytesIO()
-    np.savez(buf, **parts)
+    np.savez(buf, **replay.arrays())
+    return buf.getvalue()
+
+
+def pack_shifts(shifts: Shifts) -> bytes:
+    """The shifts selection reads, apart from the replay: the request path loads only these."""
+    buf = io.BytesIO()
+    np.savez(buf, shift=shifts.shift, shift_weight=shifts.weight, shift_step=shifts.step)
     return buf.getvalue()
 
 
@@ -51,6 +53,7 @@ def unpack_replay(blob: bytes) -> Replay:
 
 
 def unpack_shifts(blob: bytes | None) -> Shifts | None:
+    """From a `shifts` blob, or from a `tracking` blob stored before shifts had their own."""
     if not blob:
         return None
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
@@ -154,8 +157,8 @@ async def advance(
     inputs: DatasetInputs,
     target: int,
     base: tuple[F64, F64],
-) -> tuple[bytes, dict[str, float]]:
-    """Replay the outcomes since the previous version, refit the gains; the blob to store.
+) -> tuple[bytes, bytes | None, dict[str, float]]:
+    """Replay the outcomes since the previous version, refit the gains; the blobs to store.
 
     `base` is the Beta prior per prompt that selection used (the previous version's), so
     each re-served group is scored against the estimate it was served with, less any shift.
@@ -183,7 +186,7 @@ async def advance(
 
 def _advance(
     replay: Replay, outcomes: Log, g: Graph, discount: float, base: tuple[F64, F64]
-) -> tuple[bytes, dict[str, float]]:
+) -> tuple[bytes, bytes | None, dict[str, float]]:
     # the prompts that pass training on: this step's mixed groups and the step before's
     sources = [outcomes.idx[outcomes.sd > 0], replay.pending[:, 0].astype(np.int64)]
     with _GRAPH_LOCK:  # fits of two runs on one dataset share its graph
@@ -193,8 +196,8 @@ def _advance(
     gains = exposure.fit_gains(replay.rows)
     report = {"tracking_rows": float(len(replay.rows))}
     if gains is None:
-        return pack(replay, None), report
+        return pack(replay), None, report
     for name, gain in zip(exposure.EXPOSURES, gains, strict=True):
         report[f"tracking_gain_{name}"] = float(gain)
     sh = exposure.shifts(replay, gains, nb, sim, discount)
-    return pack(replay, sh), report
+    return pack(replay), pack_shifts(sh), report

@@ -34,6 +34,7 @@ async def latest(
             defer(PredictorVersion.state),
             defer(PredictorVersion.priors),
             defer(PredictorVersion.tracking),
+            defer(PredictorVersion.shifts),
             defer(PredictorVersion.mixed),
         )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -57,17 +58,27 @@ async def priors(cache: PredictorCache, session: AsyncSession, run_id: int) -> P
             select(
                 PredictorVersion.priors,
                 PredictorVersion.calibration,
-                PredictorVersion.tracking,
+                PredictorVersion.shifts,
                 PredictorVersion.mixed,
             ).where(PredictorVersion.run_id == run_id, PredictorVersion.version == version)
         )
     ).one()
+    shifts = row.shifts
+    if shifts is None and row.calibration.get("tracking_gain_own") is not None:
+        # a version stored before shifts had a column of their own keeps them in its replay
+        shifts = (
+            await session.execute(
+                select(PredictorVersion.tracking).where(
+                    PredictorVersion.run_id == run_id, PredictorVersion.version == version
+                )
+            )
+        ).scalar_one()
     prior = Prior(
         version=version,
         rates=np.frombuffer(row.priors, dtype=np.float32),
         drift=float(row.calibration.get("served_drift_logit", 0.0)),
         strength=row.calibration.get("prior_strength"),
-        tracked=tracking.unpack_shifts(row.tracking),
+        tracked=tracking.unpack_shifts(shifts),
         mixed=np.frombuffer(row.mixed, dtype=np.float32) if row.mixed else None,
         history_strength=row.calibration.get("history_strength"),
     )
@@ -109,7 +120,7 @@ async def prune(session: AsyncSession, run_id: int, newest: int) -> None:
             PredictorVersion.version <= newest - KEEP_BLOBS,
             func.length(PredictorVersion.state) > 0,
         )
-        .values(state=b"", priors=b"", tracking=None, mixed=None)
+        .values(state=b"", priors=b"", tracking=None, shifts=None, mixed=None)
         .execution_options(synchronize_session=False)
     )
 

@@ -189,8 +189,11 @@ def test_replaying_in_pieces_equals_one_pass_and_survives_storage() -> None:
     part = Replay.empty(len(p0))
     for a, b in [(0, 250), (250, 777), (777, len(log.idx))]:  # 250 and 777 fall mid-step
         exposure.advance(part, _cut(log, a, b), nb, sim, 0.99, p0 * 4.0, (1 - p0) * 4.0)
-        stored = tracking.pack(part, exposure.shifts(part, np.ones(3), nb, sim, 0.99))
-        part = tracking.unpack_replay(stored)
+        shifts = exposure.shifts(part, np.ones(3), nb, sim, 0.99)
+        part = tracking.unpack_replay(tracking.pack(part))
+        got = tracking.unpack_shifts(tracking.pack_shifts(shifts))
+        assert got is not None and got.step == shifts.step
+        np.testing.assert_array_equal(got.shift, shifts.shift)
     for name, value in whole.arrays().items():
         np.testing.assert_allclose(part.arrays()[name], value, err_msg=name)
 
@@ -340,3 +343,51 @@ def test_shifts_stay_bounded_and_posteriors_proper() -> None:
     assert np.abs(s.shift).max() == pytest.approx(exposure.MAX_SHIFT)
     a, b = shift_logit(np.array([5.0, 0.01]), np.array([0.01, 5.0]), np.array([40.0, -40.0]))
     assert np.all(a > 0) and np.all(b > 0)
+
+
+async def test_selection_reads_a_versions_shifts_from_their_own_column_or_an_old_replay(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """A new version's shifts are read without its replay; one stored before, from the replay."""
+    import io
+
+    from tests.fixtures.api import make_dataset, make_run
+
+    await make_dataset(client, f"d{uid}", 6)
+    await make_run(client, f"r{uid}", f"d{uid}")
+    replay = Replay.empty(6)
+    shifts = exposure.Shifts(
+        np.linspace(-1, 1, 6).astype(np.float32), np.full(6, 2.0, np.float32), 7
+    )
+    old = io.BytesIO()  # the format before migration f4c1a7d2e9b3: both in one npz
+    np.savez(
+        old,
+        **replay.arrays(),
+        shift=shifts.shift,
+        shift_weight=shifts.weight,
+        shift_step=shifts.step,
+    )
+    async with state.sessionmaker() as session:
+        run_id = (await session.execute(select(Run.id).where(Run.name == f"r{uid}"))).scalar_one()
+        common = {"run_id": run_id, "trained_on": 0, "state": b"", "priors": b"\0" * 24}
+        cal = {"tracking_gain_own": 0.2}
+        session.add(PredictorVersion(version=1, tracking=old.getvalue(), calibration=cal, **common))
+        await session.commit()
+        got = await versions.priors(state.predictor_cache, session, run_id)
+        assert got is not None and got.tracked is not None and got.tracked.step == 7
+        np.testing.assert_array_equal(got.tracked.shift, shifts.shift)
+
+        moved = exposure.Shifts(shifts.shift * 2, shifts.weight, 8)
+        session.add(
+            PredictorVersion(
+                version=2,
+                tracking=tracking.pack(replay),
+                shifts=tracking.pack_shifts(moved),
+                calibration=cal,
+                **common,
+            )
+        )
+        await session.commit()
+        got = await versions.priors(state.predictor_cache, session, run_id)
+        assert got is not None and got.tracked is not None and got.tracked.step == 8
+        np.testing.assert_array_equal(got.tracked.shift, moved.shift)
