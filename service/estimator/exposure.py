@@ -36,6 +36,9 @@ MIN_ROWS = 200  # re-served groups before gains are fitted; until then drift_cor
 KEEP_ROWS = 20_000  # the newest re-served groups the gains are fitted on
 MAX_GAIN = 2.0  # logit per unit of exposure distance (reward sd of one mixed group)
 MAX_SHIFT = 4.0  # logit: a prompt at 0.5 moves to 0.98 at most, however stale
+RARE_SHARE = 0.001  # pruned rows: candidates share a column held by at most this share ...
+RARE_MIN = 300  # ... or this many prompts
+CANDIDATES = 400  # pruned rows: candidates scored by exact cosine
 
 
 @dataclass
@@ -218,10 +221,11 @@ class Graph:
     """
 
     unit: Any  # rows scaled to unit norm: CSR or dense float32; None when all rows are filled
-    unit_t: Any
+    unit_t: Any  # its transpose (exact rows), or that of its rare columns only (pruned rows)
     nb: I64  # (n, k); rows not filled in have similarity 0, so they pass nothing on
     sim: F64
     filled: npt.NDArray[np.bool_]
+    pruned: bool = False
 
     @classmethod
     def of(cls, x: Any, k: int) -> Graph:
@@ -240,16 +244,50 @@ class Graph:
         return cls(m, mt, np.zeros((n, k), np.int64), np.zeros((n, k)), np.zeros(n, dtype=bool))
 
     @classmethod
+    def pruned_of(cls, x: Any, k: int) -> Graph:
+        """Rows found among the prompts sharing a rare column, re-ranked by exact cosine.
+
+        An exact row scans every prompt sharing any column with it, which grows with the pool
+        (about 2 ms a row at 30,000 `ngrams` prompts, 19 ms at 200,000). Candidates that share
+        a column held by at most RARE_SHARE of the prompts (at least RARE_MIN), ranked by that
+        part of the cosine, keep the cost per row about flat: the best CANDIDATES of them are
+        scored exactly. Recall@10 against exact rows, 400 sampled rows of real prompts and
+        their renumbered variants: 0.957 at 1,000,000 (3.5 ms a row, exact 162 ms), 0.95-0.97
+        at 200,000 (exact 19 ms).
+        """
+        m: Any = sp.csr_matrix(x, dtype=np.float32)
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        if np.abs(norms[norms > 0] - 1.0).max(initial=0.0) > 1e-2:  # stored rows are unit
+            m = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ m)
+        n = m.shape[0]
+        df = np.bincount(m.indices, minlength=m.shape[1])
+        rare = df <= max(RARE_MIN, RARE_SHARE * n)
+        part = m.copy()
+        part.data = part.data * rare[part.indices]
+        part.eliminate_zeros()
+        k = max(min(k, n - 1), 0)
+        nb, sim = np.zeros((n, k), np.int64), np.zeros((n, k))
+        return cls(m, part.T.tocsr(), nb, sim, np.zeros(n, dtype=bool), pruned=True)
+
+    @classmethod
     def of_neighbours(cls, nb: I64, sim: Any) -> Graph:
         """A graph whose every row is known already (approximate ones, for large pools)."""
         n = nb.shape[0]
         return cls(None, None, nb, np.asarray(sim, np.float64), np.ones(n, dtype=bool))
 
-    def fill(self, rows: I64, chunk: int | None = None) -> None:
+    def fill(self, rows: I64, chunk: int | None = None, limit: int | None = None) -> None:
+        """Work out these rows; with `limit`, at most that many, the latest in `rows` first."""
         todo = np.unique(rows[~self.filled[rows]])
+        if limit is not None and len(todo) > limit:
+            latest = rows[::-1][~self.filled[rows[::-1]]]
+            _, first = np.unique(latest, return_index=True)
+            todo = np.sort(latest[np.sort(first)[:limit]])
         n, k = self.nb.shape
         if k == 0 or not len(todo):
             self.filled[todo] = True
+            return
+        if self.pruned:
+            self._fill_pruned(todo)
             return
         chunk = chunk or max(8, 500_000 // n)
         for lo in range(0, len(todo), chunk):
@@ -261,6 +299,24 @@ class Graph:
             self.nb[part] = top
             self.sim[part] = np.clip(np.take_along_axis(dense, top, axis=1), 0.0, 1.0)
         self.filled[todo] = True
+
+    def _fill_pruned(self, todo: I64, chunk: int = 256) -> None:
+        k = self.nb.shape[1]
+        for lo in range(0, len(todo), chunk):
+            part = todo[lo : lo + chunk]
+            partial = (self.unit[part] @ self.unit_t).tocsr()
+            for j, row in enumerate(part):
+                a, b = partial.indptr[j], partial.indptr[j + 1]
+                cols, vals = partial.indices[a:b], partial.data[a:b]
+                keep = cols != row
+                cols, vals = cols[keep], vals[keep]
+                if len(cols) > CANDIDATES:
+                    cols = cols[np.argpartition(-vals, CANDIDATES - 1)[:CANDIDATES]]
+                exact = np.asarray((self.unit[cols] @ self.unit[row].T).todense()).ravel()
+                top = np.argsort(-exact, kind="stable")[:k]
+                self.nb[row, : len(top)] = cols[top]
+                self.sim[row, : len(top)] = np.clip(exact[top], 0.0, 1.0)
+            self.filled[part] = True
 
 
 def shift_for(shifts: Shifts, idx: I64, evidence: F64, step: int, discount: float) -> F64:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from service.estimator import PredictorState
@@ -21,8 +20,6 @@ class PredictorCache:
     inputs: dict[int, tuple[tuple[int, str], DatasetInputs]] = field(default_factory=dict)
     # a dataset's neighbour graph, current while its inputs object is the cached one
     graphs: dict[int, tuple[DatasetInputs, Graph]] = field(default_factory=dict)
-    # an approximate graph being built elsewhere (predictor/tracking.py), for these inputs
-    graph_builds: dict[int, tuple[DatasetInputs, Future[Graph]]] = field(default_factory=dict)
     # a dataset's known difficulties by idx, keyed by (label_rev, prompt_count)
     labels: dict[int, tuple[tuple[int, int], F32 | None]] = field(default_factory=dict)
     # a run's `history_from` snapshot by prompt idx (successes, failures): written once

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import multiprocessing
-import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.estimator import N_FEATURES, exposure, neighbours
+from service.estimator import exposure
 from service.estimator.exposure import F64, Graph, Log, Replay, Shifts
 from service.estimator.inputs import DatasetInputs
 from service.models import Outcome, PredictorVersion
@@ -27,9 +24,10 @@ log = logging.getLogger(__name__)
 
 NEIGHBOURS = 10
 # an exact neighbour row costs a scan of the whole dataset, about 2 ms at 30,000 n-gram
-# prompts on 2 cores, and a run needs only its trained prompts' rows; above this the whole
-# graph is built approximately at once (pynndescent), a cost that grows as n log n
+# prompts on 2 cores, and a run needs only its trained prompts' rows; above this a row is
+# found among the prompts sharing a rare column, at a cost about flat in the pool's size
 EXACT_MAX = 30_000
+FILL_PER_FIT = 2_000
 _GRAPH_LOCK = threading.Lock()
 
 
@@ -63,9 +61,10 @@ def unpack_shifts(blob: bytes | None) -> Shifts | None:
 
 
 def neighbour_graph(x: Any, exact_max: int = EXACT_MAX) -> Graph:
-    """The neighbour graph of an embedding block: exact rows on demand, or all approximate.
+    """The neighbour graph of an embedding block, its rows worked out as fits need them.
 
-    A pure function of the block, so it can move to a worker process.
+    Exact rows up to `exact_max` prompts; past it, rows among the prompts sharing a rare
+    column (`Graph.pruned_of`), whose cost per row stays about flat as the pool grows.
     """
     n = x.shape[0]
     if x.shape[1] <= 0:
@@ -73,78 +72,22 @@ def neighbour_graph(x: Any, exact_max: int = EXACT_MAX) -> Graph:
     if n <= exact_max:
         return Graph.of(x, NEIGHBOURS)
     t0 = time.perf_counter()
-    nb, sim = neighbours.nearest(x, NEIGHBOURS)
-    log.info("approximate neighbour graph of %d prompts in %.1f s", n, time.perf_counter() - t0)
-    return Graph.of_neighbours(nb, sim)
-
-
-_BUILDER: ProcessPoolExecutor | None = None
-
-
-BUILDER_NICE = 19
-"""The graph builder runs for minutes on a core of its own: the lowest CPU priority, so
-requests and fits on the same host go first."""
-
-
-def _exit_with(parent: int) -> None:
-    """In the builder: leave when the server does, not after a build of minutes ends."""
-    os.nice(max(BUILDER_NICE - os.nice(0), 0))
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _builder() -> ProcessPoolExecutor:
-    """One spawned process for approximate graphs: numba compiles and runs holding the GIL."""
-    global _BUILDER
-    if _BUILDER is None:
-        _BUILDER = ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with,
-            initargs=(os.getpid(),),
-        )
-    return _BUILDER
+    g = Graph.pruned_of(x, NEIGHBOURS)
+    log.info("pruned neighbour index of %d prompts in %.1f s", n, time.perf_counter() - t0)
+    return g
 
 
 def graph(
     cache: PredictorCache, dataset_id: int, inputs: DatasetInputs, exact_max: int = EXACT_MAX
 ) -> Graph:
-    """The dataset's neighbour graph on its embedding block, kept while its inputs are.
-
-    Above `exact_max` the approximate graph takes minutes to build, in a process of its own;
-    until it is ready a fit goes on without neighbours (own and global training only, as
-    tracking did above the limit before) instead of waiting, and a later fit picks it up.
-    """
+    """The dataset's neighbour graph on its embedding block, kept while its inputs are."""
     with _GRAPH_LOCK:
         cached = cache.graphs.get(dataset_id)
         if cached is not None and cached[0] is inputs:
             return cached[1]
-        size, dim = inputs.x.shape[0], max(inputs.x.shape[1] - N_FEATURES, 0)
-        if size <= exact_max or dim == 0:
-            g = neighbour_graph(inputs.embedding, exact_max)
-            cache.graphs[dataset_id] = (inputs, g)
-            return g
-        pending = cache.graph_builds.get(dataset_id)
-        if pending is not None and pending[1].done():
-            del cache.graph_builds[dataset_id]
-            if pending[0] is inputs and pending[1].exception() is None:
-                g = pending[1].result()
-                cache.graphs[dataset_id] = (inputs, g)
-                return g
-            if pending[1].exception() is not None:
-                log.error(
-                    "neighbour graph of dataset %s failed: %r", dataset_id, pending[1].exception()
-                )
-            pending = None
-        if pending is None:  # one build at a time; one for older inputs finishes first
-            future = _builder().submit(neighbour_graph, inputs.embedding, exact_max)
-            cache.graph_builds[dataset_id] = (inputs, future)
-        return Graph.of(np.zeros((size, 1), dtype=np.float32), 0)
+        g = neighbour_graph(inputs.embedding, exact_max)
+        cache.graphs[dataset_id] = (inputs, g)
+        return g
 
 
 async def advance(
@@ -190,7 +133,9 @@ def _advance(
     # the prompts that pass training on: this step's mixed groups and the step before's
     sources = [outcomes.idx[outcomes.sd > 0], replay.pending[:, 0].astype(np.int64)]
     with _GRAPH_LOCK:  # fits of two runs on one dataset share its graph
-        g.fill(np.concatenate(sources))
+        # pruned rows cost 2-4 ms each: a fit works out at most FILL_PER_FIT, the newest
+        # sources first; an older source left without its row passes no training on
+        g.fill(np.concatenate(sources), limit=FILL_PER_FIT if g.pruned else None)
     nb, sim = g.nb, g.sim
     exposure.advance(replay, outcomes, nb, sim, discount, base[0], base[1])
     gains = exposure.fit_gains(replay.rows)

@@ -87,26 +87,43 @@ def test_approximate_neighbours_find_the_exact_ones() -> None:
 
 
 def test_tracking_has_neighbours_above_the_exact_limit() -> None:
+    """Past the limit rows come from rare-column candidates; fails if they are not the nearest."""
     from service.estimator.embedders import NgramsEmbedder
     from service.estimator.inputs import DatasetInputs, model_inputs
     from service.predictor.cache import PredictorCache
 
-    texts = _pool_texts(1_200, seed=1)
+    texts = _pool_texts(3_000, seed=1)
     x = model_inputs(NgramsEmbedder().embed(texts), texts)
     inputs = DatasetInputs(x, np.ones(len(texts), dtype=bool))
     cache = PredictorCache()
-    first = tracking.graph(cache, 1, inputs, exact_max=1_000)
-    assert first.nb.shape[1] == 0 and not first.filled.any()  # no neighbours while it builds
-    cache.graph_builds[1][1].result(timeout=600)
     g = tracking.graph(cache, 1, inputs, exact_max=1_000)
-    assert g.filled.all() and g.unit is None  # built whole, nothing kept to scan
+    assert g.pruned and not g.filled.any()  # nothing worked out before a fit asks
+    rows = np.arange(0, len(texts), 7)
+    g.fill(rows)
     exact = exposure.Graph.of(x[:, : x.shape[1] - N_FEATURES], tracking.NEIGHBOURS)
-    exact.fill(np.arange(len(texts)))
-    # each prompt's nearest found is about as close as its nearest there is
-    assert g.sim[:, 0].mean() >= 0.97 * exact.sim.max(axis=1).mean()
+    exact.fill(rows)
+    assert g.filled[rows].all() and not g.filled[rows + 1].any()
+    # each found neighbour at least as close as the 10th exact one, for most of them
+    cos = (exact.unit[rows] @ exact.unit_t).toarray()
+    found = np.take_along_axis(cos, g.nb[rows], axis=1)
+    kth = exact.sim[rows].min(axis=1, keepdims=True)
+    assert (found >= kth - 1e-4).mean() >= 0.9
+    assert all(int(r) not in g.nb[r] for r in rows)
     assert tracking.graph(cache, 1, inputs, exact_max=1_000) is g  # kept while its inputs are
     small = tracking.graph(PredictorCache(), 1, inputs)  # under the limit: exact, on demand
-    assert small.unit is not None and not small.filled.any()
+    assert not small.pruned and not small.filled.any()
+
+
+def test_a_fit_works_out_at_most_its_limit_of_pruned_rows_newest_first() -> None:
+    from service.estimator.embedders import NgramsEmbedder
+
+    texts = _pool_texts(2_000, seed=3)
+    g = exposure.Graph.pruned_of(NgramsEmbedder().embed(texts), 5)
+    order = np.array([5, 9, 3, 9, 7, 1], dtype=np.int64)
+    g.fill(order, limit=3)
+    assert sorted(np.flatnonzero(g.filled).tolist()) == [1, 7, 9]
+    g.fill(order, limit=3)  # the next fit takes the rest
+    assert sorted(np.flatnonzero(g.filled).tolist()) == [1, 3, 5, 7, 9]
 
 
 @pytest.mark.slow
@@ -114,10 +131,12 @@ def test_tracking_has_neighbours_past_30000_prompts() -> None:
     from service.estimator.embedders import NgramsEmbedder
 
     n = tracking.EXACT_MAX + 5_000
-    g = tracking.neighbour_graph(NgramsEmbedder().embed(_pool_texts(n, seed=2)))
-    assert g.nb.shape == (n, tracking.NEIGHBOURS) and g.filled.all()
+    x = NgramsEmbedder().embed(_pool_texts(n, seed=2))
+    g = tracking.neighbour_graph(x)
+    assert g.pruned and g.nb.shape == (n, tracking.NEIGHBOURS)
     rows = np.arange(0, n, 97)  # the exact nearest of a sample of rows
-    exact = exposure.Graph.of(NgramsEmbedder().embed(_pool_texts(n, seed=2)), 1)
+    g.fill(rows)
+    exact = exposure.Graph.of(x, 1)
     exact.fill(rows)
     assert g.sim[rows, 0].mean() >= 0.97 * exact.sim[rows, 0].mean()
 
