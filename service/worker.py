@@ -58,7 +58,7 @@ def run_worker(settings: Settings) -> int:
     from service.metrics import Metrics
 
     if settings.worker_nice:
-        os.nice(settings.worker_nice)  # the graph builder it spawns inherits this, and more
+        os.nice(settings.worker_nice)  # requests on a shared host come first
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

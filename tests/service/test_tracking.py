@@ -65,25 +65,25 @@ def _recall(found: np.ndarray, exact_sim: np.ndarray, unit: Any) -> float:
     )
 
 
-def test_approximate_neighbours_find_the_exact_ones() -> None:
+def test_pruned_neighbours_find_the_exact_ones() -> None:
     from service.estimator.embedders import NgramsEmbedder
-    from service.estimator.neighbours import nearest, unit_rows
 
     x = NgramsEmbedder().embed(_pool_texts(3_000))
     x = sp.vstack([x, sp.csr_matrix((5, x.shape[1]), dtype=np.float32)]).tocsr()  # unembedded
     exact = exposure.Graph.of(x, 10)
     exact.fill(np.arange(3_000))
-    nb, sim = nearest(x, 10)
-    unit = unit_rows(x)
-    assert _recall(nb[:3_000], exact.sim[:3_000], unit) >= 0.9
+    g = exposure.Graph.pruned_of(x, 10)
+    g.fill(np.arange(3_005))
+    unit = exact.unit
+    assert _recall(g.nb[:3_000], exact.sim[:3_000], unit) >= 0.9
     # the similarities are the pairs' own cosines, and an unembedded row passes nothing on
     i = 17
-    assert sim[i] == pytest.approx([unit[i].multiply(unit[j]).sum() for j in nb[i]], abs=1e-3)
+    assert g.sim[i] == pytest.approx([unit[i].multiply(unit[j]).sum() for j in g.nb[i]], abs=1e-3)
     assert (
-        np.all(sim[3_000:] == 0)
-        and not np.isin(nb[:3_000][sim[:3_000] > 0], range(3_000, 3_005)).any()
+        np.all(g.sim[3_000:] == 0)
+        and not np.isin(g.nb[:3_000][g.sim[:3_000] > 0], range(3_000, 3_005)).any()
     )
-    assert all(i not in nb[i] for i in range(3_000))
+    assert all(i not in g.nb[i] for i in range(3_000))
 
 
 def test_tracking_has_neighbours_above_the_exact_limit() -> None:

@@ -1,4 +1,6 @@
-"""Approximate k nearest neighbours by cosine for pools too large for exact rows (pynndescent).
+"""pynndescent's approximate k nearest neighbours, the service's graph past 30,000 prompts until
+2026-12-02: kept for benchmarks/neighbours.py's comparison (the service now finds rows among
+rare-column candidates, `Graph.pruned_of` in service/estimator/exposure.py, on demand).
 
 pynndescent's NN-descent works on the sparse n-gram rows as they are, by their own cosine.
 The libraries for dense vectors (faiss, hnswlib) need a dense sketch first, and on `ngrams`
