@@ -220,7 +220,7 @@ class Graph:
     sparse-sparse product releases it but took longer in all (116 s against 66 s).
     """
 
-    unit: Any  # rows scaled to unit norm: CSR or dense float32; None when all rows are filled
+    unit: Any  # rows scaled to unit norm: CSR or dense float32
     unit_t: Any  # its transpose (exact rows), or that of its rare columns only (pruned rows)
     nb: I64  # (n, k); rows not filled in have similarity 0, so they pass nothing on
     sim: F64
@@ -268,12 +268,6 @@ class Graph:
         k = max(min(k, n - 1), 0)
         nb, sim = np.zeros((n, k), np.int64), np.zeros((n, k))
         return cls(m, part.T.tocsr(), nb, sim, np.zeros(n, dtype=bool), pruned=True)
-
-    @classmethod
-    def of_neighbours(cls, nb: I64, sim: Any) -> Graph:
-        """A graph whose every row is known already (approximate ones, for large pools)."""
-        n = nb.shape[0]
-        return cls(None, None, nb, np.asarray(sim, np.float64), np.ones(n, dtype=bool))
 
     def fill(self, rows: I64, chunk: int | None = None, limit: int | None = None) -> None:
         """Work out these rows; with `limit`, at most that many, the latest in `rows` first."""
