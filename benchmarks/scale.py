@@ -12,11 +12,15 @@ embedded` on SQLite). One server process and its workers on a fresh database:
 - POST /outcomes of 1,000 groups of 8 and POST /batches of `--size`, p50/p95, and the step
   (batch then its outcomes): idle (a run whose fits never come due) and while a fit runs (a
   run whose first fit comes due at `--fit-groups` reported groups, tracking on, stepped from
-  then until its first version is stored or `--fit-steps` steps);
+  then until its first version is stored or `--fit-steps` steps, each followed by a step and a
+  report of 1,000 groups on the idle run: what the fit costs a request, apart from what the
+  fitted run's larger log costs its own), and the idle run's steps again once the fit is stored;
 - the peak resident memory (VmHWM) of the server and of each worker.
 
 `--profile out.txt` samples the server with py-spy during the idle batches and prints the
-functions with the most samples (own and below), to see what a request pays per pool.
+functions with the most samples (own and below), to see what a request pays per pool;
+`--profile-worker out.txt` samples the worker for 60 s from the fit's trigger (py-spy pauses
+the process it samples: the fit's time is not a benchmark figure in that run).
 """
 
 from __future__ import annotations
@@ -122,39 +126,71 @@ def upload(
     return up, up_slices, emb_slices
 
 
+def step(
+    c: httpx.Client, run: str, size: int, step: int, rng: random.Random
+) -> tuple[float, float]:
+    """One training step: the batch's seconds and its outcomes' seconds."""
+    t = time.perf_counter()
+    r = c.post(f"/v1/runs/{run}/batches", json={"step": step, "size": size})
+    b_s = time.perf_counter() - t
+    r.raise_for_status()
+    b = r.json()
+    results = [
+        {"prompt_id": p["id"], "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
+        for p in b["prompts"]
+    ]
+    t = time.perf_counter()
+    c.post(
+        f"/v1/runs/{run}/outcomes",
+        json={"step": step, "batch_id": b["batch_id"], "results": results},
+    ).raise_for_status()
+    return b_s, time.perf_counter() - t
+
+
 def steps(
-    c: httpx.Client, run: str, pool: int, size: int, first: int, n: int, until_fit: bool
-) -> tuple[list[float], list[float], list[float], float | None]:
-    """n training steps; batches, their outcomes, steps; seconds until a version, if one came."""
+    c: httpx.Client, run: str, size: int, first: int, n: int
+) -> tuple[list[float], list[float], list[float]]:
+    """n training steps: batches, their outcomes, steps."""
     rng = random.Random(first)
     bl: list[float] = []
     ol: list[float] = []
-    t0 = time.perf_counter()
-    fitted = None
-    for step in range(first, first + n):
-        if until_fit and c.get(f"/v1/runs/{run}/predictor").json()["version"] is not None:
-            fitted = time.perf_counter() - t0
-            break
-        t = time.perf_counter()
-        r = c.post(f"/v1/runs/{run}/batches", json={"step": step, "size": size})
-        bl.append(time.perf_counter() - t)
-        r.raise_for_status()
-        b = r.json()
-        results = [
-            {"prompt_id": p["id"], "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
-            for p in b["prompts"]
-        ]
-        t = time.perf_counter()
-        c.post(
-            f"/v1/runs/{run}/outcomes",
-            json={"step": step, "batch_id": b["batch_id"], "results": results},
-        ).raise_for_status()
-        ol.append(time.perf_counter() - t)
-    return bl, ol, [a + b for a, b in zip(bl, ol, strict=True)], fitted
+    for k in range(first, first + n):
+        b_s, o_s = step(c, run, size, k, rng)
+        bl.append(b_s)
+        ol.append(o_s)
+    return bl, ol, [a + b for a, b in zip(bl, ol, strict=True)]
 
 
-def outcomes(c: httpx.Client, run: str, pool: int, calls: int, first: int) -> list[float]:
+def steps_while_fitting(
+    c: httpx.Client, runs: tuple[str, str], size: int, pool: int, first: int, n: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float], float | None]:
+    """Until `runs[0]` has a version: a step on each run, then a report of 1,000 groups to
+    `runs[1]`. Batches and steps per run, the reports, seconds until the version if it came.
+
+    The idle run's requests during the fit against its own requests before it are what the
+    fit costs a request, apart from what the fitted run's larger log costs its own."""
     rng = random.Random(first)
+    bl: dict[str, list[float]] = {r: [] for r in runs}
+    sl: dict[str, list[float]] = {r: [] for r in runs}
+    reports: list[float] = []
+    t0 = time.perf_counter()
+    for k in range(first, first + n):
+        if c.get(f"/v1/runs/{runs[0]}/predictor").json()["version"] is not None:
+            return bl, sl, reports, time.perf_counter() - t0
+        for run in runs:
+            b_s, o_s = step(c, run, size, k, rng)
+            bl[run].append(b_s)
+            sl[run].append(b_s + o_s)
+        reports += outcomes(c, runs[1], pool, 1, k, partition="reports")
+    return bl, sl, reports, None
+
+
+def outcomes(
+    c: httpx.Client, run: str, pool: int, calls: int, first: int, partition: str | None = None
+) -> list[float]:
+    """Reports of 1,000 groups on random prompts, without a batch; their seconds."""
+    rng = random.Random(first)
+    extra = {"partition": partition} if partition is not None else {}
     lat = []
     for step in range(first, first + calls):
         results = [
@@ -163,7 +199,7 @@ def outcomes(c: httpx.Client, run: str, pool: int, calls: int, first: int) -> li
         ]
         t = time.perf_counter()
         c.post(
-            f"/v1/runs/{run}/outcomes", json={"step": step, "results": results}
+            f"/v1/runs/{run}/outcomes", json={"step": step, "results": results, **extra}
         ).raise_for_status()
         lat.append(time.perf_counter() - t)
     return lat
@@ -178,7 +214,7 @@ def profile(pid: int, seconds: int, out: str) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def summarise(path: str, top: int = 30) -> None:
+def summarise(path: str, what: str, top: int = 30) -> None:
     """Samples per function of the service's own code, inclusive, over the busy samples."""
     incl: Counter[str] = Counter()
     total = 0
@@ -190,9 +226,9 @@ def summarise(path: str, top: int = 30) -> None:
         n = int(count)
         total += n
         for frame in set(frames):
-            if "service/" in frame or "sqlalchemy" in frame or "numpy" in frame:
+            if any(m in frame for m in ("service/", "sqlalchemy", "numpy", "scipy", "sklearn")):
                 incl[frame] += n
-    print(f"\n### py-spy, server during POST /batches ({total} busy samples, inclusive)\n")
+    print(f"\n### py-spy, {what} ({total} busy samples, inclusive)\n")
     for frame, n in incl.most_common(top):
         print(f"- {100 * n / max(total, 1):5.1f}%  {frame}")
 
@@ -205,10 +241,15 @@ def main() -> None:
     ap.add_argument("--backend", choices=["postgres", "embedded"], default="postgres")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--fit-steps", type=int, default=40)
+    ap.add_argument(
+        "--fit-steps", type=int, default=400, help="at most this many steps while the fit runs"
+    )
     ap.add_argument("--slice", type=int, default=SLICE, help="prompts per timed slice")
     ap.add_argument("--fit-wait", type=float, default=900, help="seconds to wait for the fit")
     ap.add_argument("--profile", default=None, help="py-spy raw output file (idle batches)")
+    ap.add_argument(
+        "--profile-worker", default=None, help="py-spy raw output file (the worker's fit)"
+    )
     ap.add_argument(
         "--workers", type=int, default=None, help="`depo worker`s (default 1 on postgres)"
     )
@@ -244,9 +285,7 @@ def main() -> None:
         spy = profile(pid, 60, args.profile) if args.profile else None
         if spy is not None:
             time.sleep(1)
-        b_idle, _, s_idle, _ = steps(
-            c, "idle", args.pool, args.size, args.repeats, args.repeats, False
-        )
+        b_idle, _, s_idle = steps(c, "idle", args.size, args.repeats, args.repeats)
         if spy is not None:
             spy.wait()
         calls = max(1, args.fit_groups // 1000)
@@ -258,9 +297,16 @@ def main() -> None:
         rep_s = time.perf_counter() - t_rep
         t_fit = time.perf_counter()
         out_fit = outcomes(c, "fit", args.pool, 1, calls)  # the last 1,000: the first fit is due
-        b_fit, _, s_fit, fitted = steps(
-            c, "fit", args.pool, args.size, calls + 1, args.fit_steps, True
+        wspy = (
+            profile(pids[1], 60, args.profile_worker) if args.profile_worker and workers else None
         )
+        b_during, s_during, out_during, fitted = steps_while_fitting(
+            c, ("fit", "idle"), args.size, args.pool, calls + 1, args.fit_steps
+        )
+        b_fit, s_fit = b_during["fit"], s_during["fit"]
+        b_beside, s_beside = b_during["idle"], s_during["idle"]
+        if wspy is not None:
+            wspy.wait()
         while fitted is None and c.get("/v1/runs/fit/predictor").json()["version"] is None:
             if time.perf_counter() - t_fit > args.fit_wait:
                 break
@@ -270,9 +316,10 @@ def main() -> None:
         cal = info["calibration"] if info["version"] is not None else {}
         b_new: list[float] = []
         if cal:  # the first batch after a version reads its per-prompt arrays once per process
-            b_new, _, _, _ = steps(
-                c, "fit", args.pool, args.size, calls + 2 + args.fit_steps, 5, False
-            )
+            b_new, _, _ = steps(c, "fit", args.size, calls + 2 + args.fit_steps, 5)
+        # the idle run again, nothing in the background: the idle figures before the fit come
+        # right after the embedding pass, and were slower than these in some runs; both print
+        b_after, _, s_after = steps(c, "idle", args.size, calls + 8 + args.fit_steps, args.repeats)
         procs = [("server", pid)] + [(f"worker {i + 1}", w) for i, w in enumerate(pids[1:])]
         rss = [(name, p, _peak_rss_mb(p)) for name, p in procs]
         kids = [
@@ -307,6 +354,27 @@ def main() -> None:
         f"p50 / p95 | {_ms(b_fit)} ms |"
     )
     print(f"| step, while the first fit runs, p50 / p95 | {_ms(s_fit)} ms |")
+    print(
+        f"| the idle run's POST /batches of {args.size} during the fit, p50 / p95 "
+        f"(x idle p50 before) | "
+        f"{_ms(b_beside)} ms ({_pct(b_beside, 0.5) / _pct(b_idle, 0.5):.2f} x) |"
+    )
+    print(
+        f"| the idle run's step during the fit, p50 / p95 (x idle p50 before) | "
+        f"{_ms(s_beside)} ms ({_pct(s_beside, 0.5) / _pct(s_idle, 0.5):.2f} x) |"
+    )
+    print(
+        f"| the idle run's POST /batches of {args.size} after the fit, p50 / p95 (during the fit "
+        f"x this p50) | {_ms(b_after)} ms ({_pct(b_beside, 0.5) / _pct(b_after, 0.5):.2f} x) |"
+    )
+    print(
+        f"| the idle run's step after the fit, p50 / p95 (during the fit x this p50) | "
+        f"{_ms(s_after)} ms ({_pct(s_beside, 0.5) / _pct(s_after, 0.5):.2f} x) |"
+    )
+    print(
+        f"| the idle run's POST /outcomes of 1,000 groups during the fit, p50 / p95 (x idle "
+        f"p50 before) | {_ms(out_during)} ms ({_pct(out_during, 0.5) / _pct(out_idle, 0.5):.2f} x) |"
+    )
     print(f"| POST /outcomes that started the fit | {1000 * out_fit[0]:.0f} ms |")
     if b_new:
         print(
@@ -327,7 +395,9 @@ def main() -> None:
     print("\nper-slice seconds, upload: " + ", ".join(f"{x:.1f}" for x in up_slices))
     print("per-slice seconds, embedding: " + ", ".join(f"{x:.1f}" for x in emb_slices))
     if args.profile and Path(args.profile).exists():
-        summarise(args.profile)
+        summarise(args.profile, "server during POST /batches")
+    if args.profile_worker and Path(args.profile_worker).exists():
+        summarise(args.profile_worker, "the worker during the fit")
 
 
 if __name__ == "__main__":

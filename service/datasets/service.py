@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.datasets.schemas import DEFAULT_EMBEDDER, DatasetCreate, PromptIn
-from service.db import by_unique_key, insert_unless_raced, utcnow
+from service.db import bulk_insert, by_unique_key, insert_unless_raced, utcnow
 from service.embedding import encode
 from service.estimator import N_FEATURES
 from service.estimator.inputs import model_inputs
@@ -165,7 +165,7 @@ async def upsert_prompts(
                     "idx": dataset.prompt_count + len(inserts),
                     "client_id": p.id,
                     "text": p.text,
-                    "meta": p.metadata,
+                    "metadata": p.metadata,  # the column's name: rows go to the table itself
                     "content_hash": h,
                     "embedding": _vector(p),
                     "prior_pass_rate": label,
@@ -189,8 +189,8 @@ async def upsert_prompts(
             )
         else:
             unchanged += 1
-    if inserts:
-        await session.execute(insert(Prompt), inserts)
+    if inserts:  # COPY on PostgreSQL: the dataset row is locked, so the transaction is open
+        await bulk_insert(session, Prompt.__table__, inserts)  # type: ignore[arg-type]
         dataset.prompt_count += len(inserts)
     if updates:
         await session.execute(update(Prompt), updates)

@@ -8,18 +8,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar, cast
 
+import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from service.estimator.beta import MISSING, PromptStats, StatsColumns, add_group
+from service.estimator.beta import MISSING, PromptStats, RunStats, StatsColumns, add_group
 
 SEQ_FIELD = "_seq"
 TOKEN_FIELD = "_tok"
+_POSITION = (SEQ_FIELD, TOKEN_FIELD)
+SCAN_CHUNK = 10_000  # hash fields per HSCAN call when a whole run is read
 # HMGET of many fields as one joined string: one argument to pack and one reply to parse, where
 # redis-py packs and decodes a field at a time (about 20 ms for 8,192 fields on 2 cores, profiled);
 # the values are fixed-width binary, so the reply is one array with no separators
@@ -103,6 +106,10 @@ class HotStore(Protocol):
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]: ...
 
+    async def get_table(self, run_id: int) -> RunStats:
+        """`get_all` as arrays: what a fit over a whole run reads."""
+        ...
+
     async def try_lock(self, name: str, ttl: float) -> str | None:
         """A token if this caller now holds `name` (expiring after ttl seconds), else None."""
         ...
@@ -164,6 +171,9 @@ class MemoryHotStore:
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
         return dict(self._runs.get(run_id, (START, {}))[1])
+
+    async def get_table(self, run_id: int) -> RunStats:
+        return RunStats.of(self._runs.get(run_id, (START, {}))[1])
 
     async def try_lock(self, name: str, ttl: float) -> str | None:
         now = time.monotonic()
@@ -298,9 +308,25 @@ class RedisHotStore:
         return StatsColumns.parse_joined(joined, len(idxs))
 
     async def get_all(self, run_id: int) -> dict[int, PromptStats]:
-        raw = await self._bounded(self.redis.hgetall(self._key(run_id)))
-        # a whole run can be 100k prompts: decoding it must not hold the event loop
-        return await asyncio.to_thread(_decode_all, raw)
+        # a whole run can be 1,000,000 prompts: decoding it must not hold the event loop
+        return await asyncio.to_thread(_decode_all, await self._scan(run_id))
+
+    async def get_table(self, run_id: int) -> RunStats:
+        return await asyncio.to_thread(_table, await self._scan(run_id))
+
+    async def _scan(self, run_id: int) -> dict[bytes | str, bytes | str]:
+        """HSCAN in chunks, each bounded: one HGETALL of a 1,000,000-prompt run outlasts the
+        timeout and stalls Redis for every other client while it runs. Each field is as of the
+        chunk that read it, which a fit's view (read beside live reports) already allows."""
+        key = self._key(run_id)
+        raw: dict[bytes | str, bytes | str] = {}
+        cursor = 0
+        while True:
+            cursor, chunk = await self._bounded(self.redis.hscan(key, cursor, count=SCAN_CHUNK))
+            raw.update(cast("dict[bytes | str, bytes | str]", chunk))
+            if not cursor:
+                break
+        return raw
 
     async def try_lock(self, name: str, ttl: float) -> str | None:
         token = uuid.uuid4().hex
@@ -376,8 +402,17 @@ def _decode_all(raw: dict[bytes | str, bytes | str]) -> dict[int, PromptStats]:
     return {
         int(k): PromptStats.decode(v)
         for k, v in raw.items()
-        if (k.decode() if isinstance(k, bytes) else k) not in (SEQ_FIELD, TOKEN_FIELD)
+        if (k.decode() if isinstance(k, bytes) else k) not in _POSITION
     }
+
+
+def _table(raw: dict[bytes | str, bytes | str]) -> RunStats:
+    fields = [k for k in raw if (k.decode() if isinstance(k, bytes) else k) not in _POSITION]
+    idx = np.fromiter((int(k) for k in fields), dtype=np.int64, count=len(fields))
+    values = [raw[k] for k in fields]
+    if any(isinstance(v, str) for v in values):  # a client decoding replies mangles the bytes
+        raise TypeError("encoded stats are bytes")
+    return RunStats.parse(idx, b"".join(cast("list[bytes]", values)))
 
 
 def _position(raw_seq: bytes | str | None, raw_token: bytes | str | None) -> Position:

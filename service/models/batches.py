@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base, JSONType, UTCDateTime, utcnow
+from service.db import Base, BigID, JSONType, UTCDateTime, utcnow
 
 
 class Batch(Base):
@@ -41,7 +41,7 @@ class BatchItem(Base):
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
-    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(BigID)  # no foreign key: see Outcome.prompt_id
     prompt_idx: Mapped[int] = mapped_column(Integer)
     predicted: Mapped[float] = mapped_column(Float)
     suggested_n: Mapped[int | None] = mapped_column(Integer, nullable=True)

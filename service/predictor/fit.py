@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.background import Background
 from service.db import utcnow
 from service.estimator import PredictorState, mixed
-from service.estimator.beta import PromptStats
+from service.estimator.beta import RunStats
 from service.estimator.calibrate import fit_calibrated, label_logits, label_offset, predict_rates
 from service.estimator.history import DEFAULT_STRENGTH, History, learn_strength, weight
 from service.estimator.inputs import F32, DatasetInputs, fit_config
@@ -61,7 +61,7 @@ class _Job:
     inputs: DatasetInputs
     init: PredictorState | None
     target: int  # the log position the fit covers
-    stats: dict[int, PromptStats]
+    stats: RunStats
     calibration: dict[str, float]
     logprobs: dict[int, float]
     step: int
@@ -198,7 +198,7 @@ class FitJobs:
             inputs=inputs,
             init=init,
             target=target,
-            stats=await self.hot.get_all(run.id),
+            stats=await self.hot.get_table(run.id),
             calibration=calibration,
             logprobs=await _mean_logprobs(session, run.id),
             step=max(run.max_step, 0),
@@ -253,9 +253,10 @@ class FitJobs:
 
 def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, F32 | None, int] | None:
     """The new state, its rate and P(mixed) for every prompt, how many prompts it learned from."""
-    idx, succ, trials, lp = _training_rows(
+    rows, succ, trials, lp = _training_rows(
         job.stats, job.inputs.mask, job.step, job.cfg.discount, job.logprobs
     )
+    idx = job.stats.idx[rows]
     if len(idx) < 2 and job.init is None:
         return None
     label = _label_logits(job.labels, len(job.inputs.mask))
@@ -274,7 +275,8 @@ def _train(job: _Job, threads: int) -> tuple[PredictorState, F32, F32 | None, in
     else:
         assert job.init is not None
         new = job.init
-    return new, _predict_all(new, job.inputs, label), _mixed_all(job, idx, label), len(idx)
+    p_mixed = _mixed_all(job, rows, label)
+    return new, _predict_all(new, job.inputs, label), p_mixed, len(idx)
 
 
 def _label_logits(labels: F32 | None, size: int) -> F64 | None:
@@ -287,47 +289,51 @@ def _label_logits(labels: F32 | None, size: int) -> F64 | None:
     return out
 
 
-def _mixed_all(job: _Job, idx: npt.NDArray[np.int64], label: F64 | None) -> F32 | None:
-    """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn."""
+def _mixed_all(job: _Job, rows: npt.NDArray[np.int64], label: F64 | None) -> F32 | None:
+    """The mixed-group classifier's P(mixed) for every embedded prompt; None until it can learn.
+
+    `rows`: the training rows' positions in `job.stats`."""
     block = job.inputs.embedding
-    if len(idx) == 0 or block.shape[1] == 0:
+    if len(rows) == 0 or block.shape[1] == 0:
         return None
-    succ = np.array([job.stats[i].successes for i in idx], dtype=np.float64)
-    rollouts = np.array([job.stats[i].rollouts for i in idx], dtype=np.float64)
-    y = mixed.mixed_targets(succ, rollouts)
+    idx = job.stats.idx[rows]
+    y = mixed.mixed_targets(job.stats.successes[rows], job.stats.rollouts[rows])
     if not mixed.enough(y):
         return None
     pick = mixed.sample(len(idx))  # only the sampled rows are copied, never all with history
-    rows = np.flatnonzero(job.inputs.mask)
-    every = len(rows) == block.shape[0]
+    embedded = np.flatnonzero(job.inputs.mask)
+    every = len(embedded) == block.shape[0]
     got = mixed.predict(
         block[idx[pick]],
         y[pick],
-        block if every else block[rows],
+        block if every else block[embedded],
         None if label is None else label[idx[pick]],
-        None if label is None else label[rows],
+        None if label is None else label[embedded],
     )
     out = np.full(len(job.inputs.mask), np.nan, dtype=np.float32)
-    out[rows] = got
+    out[embedded] = got
     return out
 
 
 def _training_rows(
-    stats: dict[int, PromptStats],
+    stats: RunStats,
     mask: npt.NDArray[np.bool_],
     step: int,
     discount: float,
     logprobs: dict[int, float],
 ) -> tuple[npt.NDArray[np.int64], F64, F64, F64 | None]:
-    """Embedded prompts with history, their counts discounted to `step`, their mean logprob."""
-    idx = np.array([i for i in stats if i < len(mask) and mask[i]], dtype=np.int64)
-    decay = np.array([discount ** max(step - stats[i].last_step, 0) for i in idx])
-    succ = np.array([stats[i].disc_successes for i in idx]) * decay
-    trials = np.array([stats[i].disc_successes + stats[i].disc_failures for i in idx]) * decay
+    """Embedded prompts with history (positions in `stats`), their counts discounted to `step`,
+    their mean logprob."""
+    inside = stats.idx < len(mask)
+    inside[inside] = mask[stats.idx[inside]]
+    rows = np.flatnonzero(inside)
+    decay = stats.decay(step, discount)[rows]
+    succ = stats.disc_successes[rows] * decay
+    trials = (stats.disc_successes[rows] + stats.disc_failures[rows]) * decay
     lp = None
     if logprobs:  # NaN where a prompt reported none
-        lp = np.array([logprobs.get(int(i), np.nan) for i in idx], dtype=np.float64)
-    return idx, succ, trials, lp
+        lp = np.array([logprobs.get(int(i), np.nan) for i in stats.idx[rows]], dtype=np.float64)
+    return rows, succ, trials, lp
 
 
 async def _mean_logprobs(session: AsyncSession, run_id: int) -> dict[int, float]:
@@ -356,10 +362,11 @@ def _history_strength(job: _Job) -> tuple[float, int]:
     assert job.history is not None
     src_s, src_f = job.history
     own_s, own_f = np.zeros(len(src_s)), np.zeros(len(src_s))
-    for i, st in job.stats.items():
-        if i < len(src_s):
-            decay = job.cfg.discount ** max(job.step - st.last_step, 0)
-            own_s[i], own_f[i] = st.disc_successes * decay, st.disc_failures * decay
+    stats = job.stats
+    rows = np.flatnonzero(stats.idx < len(src_s))
+    decay = stats.decay(job.step, job.cfg.discount)[rows]
+    own_s[stats.idx[rows]] = stats.disc_successes[rows] * decay
+    own_f[stats.idx[rows]] = stats.disc_failures[rows] * decay
     return learn_strength(src_s, src_f, own_s, own_f, job.cfg.prior_alpha, job.cfg.prior_beta)
 
 

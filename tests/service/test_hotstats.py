@@ -133,3 +133,35 @@ async def test_get_columns_reads_past_the_scripts_chunk_of_4000(store: HotStore)
         assert cols.groups[seen].tolist() == [1] * len(seen)
     finally:
         await store.flush()
+
+
+async def test_whole_run_reads_past_one_scan_chunk(store: HotStore) -> None:
+    """A whole run is read in HSCAN chunks on Redis: every prompt once, none lost at an edge."""
+    from service.hotstats.store import SCAN_CHUNK
+
+    n = 2 * SCAN_CHUNK + 7
+    try:
+        groups = [(i, 0, 8, i % 9) for i in range(n)]
+        assert await store.apply(1, START, P(1, "t"), groups, 1.0)
+        got = await store.get_all(1)
+        assert sorted(got) == list(range(n))
+        assert [got[i].successes for i in (0, SCAN_CHUNK, n - 1)] == [
+            0,
+            SCAN_CHUNK % 9,
+            (n - 1) % 9,
+        ]
+        table = await store.get_table(1)  # the same counts as arrays, row for row
+        assert sorted(table.idx.tolist()) == list(range(n))
+        for row, i in enumerate(table.idx.tolist()):
+            s = got[i]
+            assert table.table[row].tolist() == [
+                s.groups,
+                s.rollouts,
+                s.successes,
+                s.last_step,
+                s.disc_successes,
+                s.disc_failures,
+            ]
+        assert table.decay(3, 0.5).tolist() == [0.125] * n  # every group at step 0
+    finally:
+        await store.flush()
