@@ -19,8 +19,8 @@ embedded` on SQLite). One server process and its workers on a fresh database:
 
 `--profile out.txt` samples the server with py-spy during the idle batches and prints the
 functions with the most samples (own and below), to see what a request pays per pool;
-`--profile-worker out.txt` samples the worker for 60 s from the fit's trigger (py-spy pauses
-the process it samples: the fit's time is not a benchmark figure in that run).
+`--profile-worker out.txt` samples the worker for 90 s from the fit's trigger (py-spy's
+`--nonblocking`: the sampled process is never paused, but sampling takes a little CPU).
 """
 
 from __future__ import annotations
@@ -211,6 +211,7 @@ def profile(pid: int, seconds: int, out: str) -> subprocess.Popen[bytes] | None:
         print("py-spy not found: no profile", file=sys.stderr)
         return None
     cmd = [spy, "record", "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", out, "-r", "50"]
+    cmd.append("--nonblocking")  # never pauses the process: its timings stay its own
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -298,7 +299,7 @@ def main() -> None:
         t_fit = time.perf_counter()
         out_fit = outcomes(c, "fit", args.pool, 1, calls)  # the last 1,000: the first fit is due
         wspy = (
-            profile(pids[1], 60, args.profile_worker) if args.profile_worker and workers else None
+            profile(pids[1], 90, args.profile_worker) if args.profile_worker and workers else None
         )
         b_during, s_during, out_during, fitted = steps_while_fitting(
             c, ("fit", "idle"), args.size, args.pool, calls + 1, args.fit_steps

@@ -127,16 +127,46 @@ def advance(
     prior_alpha: F64,
     prior_beta: F64,
 ) -> None:
-    """Fold these groups in, recording each re-served one's estimate and exposure distances."""
+    """Fold these groups in, recording each re-served one's estimate and exposure distances.
+
+    The log is cut where a later step begins (its training happens there); a stretch whose
+    prompts are all distinct folds as arrays, one with a prompt twice group by group. The two
+    give the same floats: the same operations in the same order per prompt. A first fit on
+    1,000,000 groups spent about 12 s in the group-by-group loop alone.
+    """
+    new_rows: list[F64] = []
+    pending: list[F64] = [r.pending]
+    if len(log.idx):
+        reached = np.maximum.accumulate(np.maximum(log.step, r.step))
+        cuts = np.flatnonzero(np.diff(np.concatenate([[r.step], reached])) > 0)
+        for a, b in zip(
+            np.concatenate([[0], cuts]), np.concatenate([cuts, [len(log.idx)]]), strict=True
+        ):
+            if a == b:
+                continue
+            if log.step[a] > r.step:  # a new step: the last one's training has happened
+                r.pending = np.vstack(pending).reshape(-1, 2)
+                _train(r, nb, nb_sim)
+                pending = []
+                r.step = int(log.step[a])
+            part = Log(log.idx[a:b], log.step[a:b], log.n[a:b], log.k[a:b], log.sd[a:b])
+            fold = _fold_arrays if len(np.unique(part.idx)) == b - a else _fold_groups
+            rows, mixed = fold(r, part, discount, prior_alpha, prior_beta)
+            new_rows.append(rows)
+            pending.append(mixed)
+    r.pending = np.vstack(pending).reshape(-1, 2)
+    if new_rows:
+        r.rows = np.vstack([r.rows, *new_rows])[-KEEP_ROWS:]
+
+
+def _fold_groups(
+    r: Replay, log: Log, discount: float, prior_alpha: F64, prior_beta: F64
+) -> tuple[F64, F64]:
+    """One group at a time: any order of prompts, repeats and late groups included."""
     new_rows: list[list[float]] = []
-    pending = [tuple(p) for p in r.pending]
+    pending: list[tuple[float, float]] = []
     for g in range(len(log.idx)):
         i, s, n, k = int(log.idx[g]), int(log.step[g]), int(log.n[g]), int(log.k[g])
-        if s > r.step:  # a new step: the last one's training has happened
-            r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
-            _train(r, nb, nb_sim)
-            pending = []
-            r.step = s
         # as the hot stats fold it (stats.math.add_group): a late group weighs in discounted
         f = 1.0
         if r.last[i] >= 0 and s >= r.last[i]:
@@ -159,9 +189,39 @@ def advance(
         r.last[i] = max(int(r.last[i]), s)
         if log.sd[g] > 0:
             pending.append((i, float(log.sd[g])))
-    r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
-    if new_rows:
-        r.rows = np.vstack([r.rows, np.array(new_rows)])[-KEEP_ROWS:]
+    return np.array(new_rows, dtype=np.float64).reshape(-1, 6), _pairs(pending)
+
+
+def _fold_arrays(
+    r: Replay, log: Log, discount: float, prior_alpha: F64, prior_beta: F64
+) -> tuple[F64, F64]:
+    """`_fold_groups` for groups of distinct prompts, as array operations."""
+    i, s = log.idx, log.step
+    n, k = log.n.astype(np.float64), log.k.astype(np.float64)
+    last = r.last[i]
+    on_time = (last >= 0) & (s >= last)
+    f = np.ones(len(i))
+    late = (last >= 0) & ~on_time
+    f[late] = discount ** (last[late] - s[late]).astype(np.float64)
+    decay = np.ones(len(i))
+    decay[on_time] = discount ** (s[on_time] - last[on_time]).astype(np.float64)
+    succ, fail, weight = r.succ[i] * decay, r.fail[i] * decay, r.weight[i] * decay
+    weighted = r.weighted[:, i] * decay
+    row = on_time & (weight > 0)
+    a, b = succ[row] + prior_alpha[i[row]], fail[row] + prior_beta[i[row]]
+    dist = r.exposure[:, i[row]] - weighted[:, row] / weight[row]
+    rows = np.column_stack([a / (a + b), dist.T, n[row], k[row]])
+    r.succ[i] = succ + k * f
+    r.fail[i] = fail + (n - k) * f
+    r.weight[i] = weight + n * f
+    r.weighted[:, i] = weighted + n * f * r.exposure[:, i]
+    r.last[i] = np.maximum(last, s)
+    mixed = log.sd > 0
+    return rows.reshape(-1, 6), np.column_stack([i[mixed].astype(np.float64), log.sd[mixed]])
+
+
+def _pairs(pending: list[tuple[float, float]]) -> F64:
+    return np.array(pending, dtype=np.float64).reshape(-1, 2)
 
 
 def fit_gains(rows: F64) -> F64 | None:

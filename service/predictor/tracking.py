@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import asyncpg_connection
 from service.estimator import exposure
 from service.estimator.exposure import F64, Graph, Log, Replay, Shifts
 from service.estimator.inputs import DatasetInputs
@@ -109,22 +110,45 @@ async def advance(
     start, replay = 0, Replay.empty(len(inputs.mask))
     if prev is not None and prev.tracking:
         start, replay = prev.trained_on, unpack_replay(prev.tracking).resized(len(inputs.mask))
-    stmt = (
-        select(Outcome.prompt_idx, Outcome.step, Outcome.n, Outcome.successes, Outcome.reward_std)
-        .where(Outcome.run_id == run_id, Outcome.seq > start, Outcome.seq <= target)
-        .order_by(Outcome.seq)
-    )
-    rows = (await session.execute(stmt)).all()
-    cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
-    outcomes = Log(
+    outcomes = await _log(session, run_id, start, target)
+    g = await asyncio.to_thread(graph, cache, dataset_id, inputs)
+    return await asyncio.to_thread(_advance, replay, outcomes, g, cfg.discount, base)
+
+
+async def _log(session: AsyncSession, run_id: int, start: int, target: int) -> Log:
+    """The run's groups after seq `start` up to `target`, in seq order, as arrays.
+
+    On PostgreSQL one row of five arrays: a first fit's 1,000,000 groups took about 3 s as
+    rows (fetched, then zipped into columns)."""
+    driver = await asyncpg_connection(session)
+    if driver is not None:
+        cols = await driver.fetchrow(
+            "SELECT array_agg(prompt_idx ORDER BY seq), array_agg(step ORDER BY seq), "
+            "array_agg(n ORDER BY seq), array_agg(successes ORDER BY seq), "
+            f"array_agg(reward_std ORDER BY seq) FROM {Outcome.__tablename__} "
+            "WHERE run_id = $1 AND seq > $2 AND seq <= $3",
+            run_id,
+            start,
+            target,
+        )
+        cols = [c or () for c in cols]
+    else:
+        stmt = (
+            select(
+                Outcome.prompt_idx, Outcome.step, Outcome.n, Outcome.successes, Outcome.reward_std
+            )
+            .where(Outcome.run_id == run_id, Outcome.seq > start, Outcome.seq <= target)
+            .order_by(Outcome.seq)
+        )
+        rows = (await session.execute(stmt)).all()
+        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+    return Log(
         idx=np.array(cols[0], dtype=np.int64),
         step=np.array(cols[1], dtype=np.int64),
         n=np.array(cols[2], dtype=np.int64),
         k=np.array(cols[3], dtype=np.int64),
         sd=np.array(cols[4], dtype=np.float64),
     )
-    g = await asyncio.to_thread(graph, cache, dataset_id, inputs)
-    return await asyncio.to_thread(_advance, replay, outcomes, g, cfg.discount, base)
 
 
 def _advance(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -410,3 +411,69 @@ async def test_selection_reads_a_versions_shifts_from_their_own_column_or_an_old
         got = await versions.priors(state.predictor_cache, session, run_id)
         assert got is not None and got.tracked is not None and got.tracked.step == 8
         np.testing.assert_array_equal(got.tracked.shift, moved.shift)
+
+
+def _replay_group_by_group(
+    r: Replay, log: Log, nb: Any, sim: Any, discount: float, alpha: Any, beta: Any
+) -> None:
+    """The replay before it folded whole steps as arrays: one group at a time, as written."""
+    new_rows: list[list[float]] = []
+    pending = [tuple(p) for p in r.pending]
+    for g in range(len(log.idx)):
+        i, s, n, k = int(log.idx[g]), int(log.step[g]), int(log.n[g]), int(log.k[g])
+        if s > r.step:
+            r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
+            exposure._train(r, nb, sim)
+            pending = []
+            r.step = s
+        f = 1.0
+        if r.last[i] >= 0 and s >= r.last[i]:
+            decay = discount ** (s - int(r.last[i]))
+            r.succ[i] *= decay
+            r.fail[i] *= decay
+            r.weight[i] *= decay
+            r.weighted[:, i] *= decay
+            if r.weight[i] > 0:
+                a, b = r.succ[i] + alpha[i], r.fail[i] + beta[i]
+                dist = r.exposure[:, i] - r.weighted[:, i] / r.weight[i]
+                new_rows.append([a / (a + b), *dist.tolist(), n, k])
+        elif r.last[i] >= 0:
+            f = discount ** (int(r.last[i]) - s)
+        r.succ[i] += k * f
+        r.fail[i] += (n - k) * f
+        r.weight[i] += n * f
+        r.weighted[:, i] += n * f * r.exposure[:, i]
+        r.last[i] = max(int(r.last[i]), s)
+        if log.sd[g] > 0:
+            pending.append((i, float(log.sd[g])))
+    r.pending = np.array(pending, dtype=np.float64).reshape(-1, 2)
+    if new_rows:
+        r.rows = np.vstack([r.rows, np.array(new_rows)])[-exposure.KEEP_ROWS :]
+
+
+def test_folding_steps_as_arrays_matches_the_group_by_group_replay() -> None:
+    """Distinct prompts fold as arrays, repeats one by one: the same replay as group by group.
+
+    Three logs: every step's prompts distinct (arrays only), the same with a tenth of its groups
+    reported late (arrays, late groups included), and with 300 groups repeated (both paths)."""
+    log, nb, sim, p0 = _simulate((0.4, 0.2, 0.01), steps=10)
+    rng = np.random.default_rng(3)
+    late = log.step - np.where(rng.random(len(log.idx)) < 0.1, rng.integers(1, 5, len(log.idx)), 0)
+    lates = Log(log.idx, np.maximum(late, 0), log.n, log.k, log.sd)
+    extra = rng.choice(len(log.idx), 300, replace=False)
+    order = np.argsort(np.concatenate([np.arange(len(log.idx)), extra + 0.5]), kind="stable")
+    repeats = Log(
+        *(
+            np.concatenate([getattr(lates, f), getattr(lates, f)[extra]])[order]
+            for f in ("idx", "step", "n", "k", "sd")
+        )
+    )
+    alpha, beta = p0 * 4.0, (1 - p0) * 4.0
+    for log_ in (log, lates, repeats):
+        fast, slow = Replay.empty(len(p0)), Replay.empty(len(p0))
+        for a, b in itertools.pairwise([0, 250, 777, len(log_.idx)]):  # cuts fall mid-step
+            exposure.advance(fast, _cut(log_, a, b), nb, sim, 0.97, alpha, beta)
+            _replay_group_by_group(slow, _cut(log_, a, b), nb, sim, 0.97, alpha, beta)
+        assert len(fast.rows) > 300
+        for name, value in slow.arrays().items():
+            np.testing.assert_allclose(fast.arrays()[name], value, rtol=1e-12, err_msg=name)
