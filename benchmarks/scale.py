@@ -12,9 +12,10 @@ embedded` on SQLite). One server process and its workers on a fresh database:
 - POST /outcomes of 1,000 groups of 8 and POST /batches of `--size`, p50/p95, and the step
   (batch then its outcomes): idle (a run whose fits never come due) and while a fit runs (a
   run whose first fit comes due at `--fit-groups` reported groups, tracking on, stepped from
-  then until its first version is stored or `--fit-steps` steps, each followed by a step and a
-  report of 1,000 groups on the idle run: what the fit costs a request, apart from what the
-  fitted run's larger log costs its own), and the idle run's steps again once the fit is stored;
+  then until its first version is stored or `--fit-steps` steps, each followed by a step on
+  the idle run and a report of 1,000 groups to a third run: what the fit costs a request, apart
+  from what the fitted run's larger log costs its own), and the idle run's steps again once the
+  fit is stored (the idle run has grown by then: its figures before and after bracket it);
 - the peak resident memory (VmHWM) of the server and of each worker.
 
 `--profile out.txt` samples the server with py-spy during the idle batches and prints the
@@ -162,26 +163,27 @@ def steps(
 
 
 def steps_while_fitting(
-    c: httpx.Client, runs: tuple[str, str], size: int, pool: int, first: int, n: int
+    c: httpx.Client, runs: tuple[str, str, str], size: int, pool: int, first: int, n: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float], float | None]:
-    """Until `runs[0]` has a version: a step on each run, then a report of 1,000 groups to
-    `runs[1]`. Batches and steps per run, the reports, seconds until the version if it came.
+    """Until `runs[0]` has a version: a step on it and on `runs[1]`, then a report of 1,000
+    groups to `runs[2]` (so the stepped run grows only by its steps). Batches and steps per
+    run, the reports, seconds until the version if it came.
 
     The idle run's requests during the fit against its own requests before it are what the
     fit costs a request, apart from what the fitted run's larger log costs its own."""
     rng = random.Random(first)
-    bl: dict[str, list[float]] = {r: [] for r in runs}
-    sl: dict[str, list[float]] = {r: [] for r in runs}
+    bl: dict[str, list[float]] = {r: [] for r in runs[:2]}
+    sl: dict[str, list[float]] = {r: [] for r in runs[:2]}
     reports: list[float] = []
     t0 = time.perf_counter()
     for k in range(first, first + n):
         if c.get(f"/v1/runs/{runs[0]}/predictor").json()["version"] is not None:
             return bl, sl, reports, time.perf_counter() - t0
-        for run in runs:
+        for run in runs[:2]:
             b_s, o_s = step(c, run, size, k, rng)
             bl[run].append(b_s)
             sl[run].append(b_s + o_s)
-        reports += outcomes(c, runs[1], pool, 1, k, partition="reports")
+        reports += outcomes(c, runs[2], pool, 1, k)
     return bl, sl, reports, None
 
 
@@ -279,7 +281,7 @@ def main() -> None:
         up, up_slices, emb_slices = upload(c, args.pool, args.slice, release)
         emb_total = sum(emb_slices)
         print(f"  upload {up:.1f} s, embedded after {emb_total:.1f} s", file=sys.stderr)
-        for name, sel in (("idle", never), ("fit", first_fit)):
+        for name, sel in (("idle", never), ("fit", first_fit), ("beside", never)):
             body = {"name": name, "dataset": "pool", "group_size": 8, "selection": sel}
             c.post("/v1/runs", json=body).raise_for_status()
         out_idle = outcomes(c, "idle", args.pool, args.repeats, 0)
@@ -302,7 +304,7 @@ def main() -> None:
             profile(pids[1], 90, args.profile_worker) if args.profile_worker and workers else None
         )
         b_during, s_during, out_during, fitted = steps_while_fitting(
-            c, ("fit", "idle"), args.size, args.pool, calls + 1, args.fit_steps
+            c, ("fit", "idle", "beside"), args.size, args.pool, calls + 1, args.fit_steps
         )
         b_fit, s_fit = b_during["fit"], s_during["fit"]
         b_beside, s_beside = b_during["idle"], s_during["idle"]
@@ -373,7 +375,7 @@ def main() -> None:
         f"{_ms(s_after)} ms ({_pct(s_beside, 0.5) / _pct(s_after, 0.5):.2f} x) |"
     )
     print(
-        f"| the idle run's POST /outcomes of 1,000 groups during the fit, p50 / p95 (x idle "
+        f"| POST /outcomes of 1,000 groups to a third idle run during the fit, p50 / p95 (x idle "
         f"p50 before) | {_ms(out_during)} ms ({_pct(out_during, 0.5) / _pct(out_idle, 0.5):.2f} x) |"
     )
     print(f"| POST /outcomes that started the fit | {1000 * out_fit[0]:.0f} ms |")
