@@ -49,11 +49,13 @@ def serve(
     pids: list[int] | None = None,
     workers: int = 0,
     hold_workers: threading.Event | None = None,
+    databases: list[str] | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a fresh service: `embedded` (SQLite) or `postgres` (+ Redis).
 
     `repo`: the source tree the server runs from (another commit's, to compare against).
     `pids`, when given, receives the server's process id, then each worker's (their memory).
+    `databases`, when given, receives the PostgreSQL URL of the fresh database.
     `workers`: `depo worker` processes beside the server (postgres only); background work
     then runs in them and never in the server; with `hold_workers`, they start when it is set.
     """
@@ -71,6 +73,8 @@ def serve(
         db = f"depo_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
         env["DEPO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db
+        if databases is not None:
+            databases.append(env["DEPO_DATABASE_URL"])
         env["DEPO_REDIS_URL"] = REDIS_URL
         env["DEPO_REDIS_PREFIX"] = f"depobench-{db}"
     if workers:

@@ -8,7 +8,7 @@ embedded` on SQLite). One server process and its workers on a fresh database:
   slice (first against last: a per-chunk cost that grows with the dataset shows here);
 - embedding (`ngrams`) by the worker, started when the upload ends (`--together`: beside it),
   timed from its first heartbeat, with the time each 100,000th prompt was reached (polled once
-  a second);
+  a second), then the VACUUM of the prompts that ends the pass, waited for;
 - POST /outcomes of 1,000 groups of 8 and POST /batches of `--size`, p50/p95, and the step
   (batch then its outcomes): idle (a run whose fits never come due) and while a fit runs (a
   run whose first fit comes due at `--fit-groups` reported groups, tracking on, stepped from
@@ -148,6 +148,28 @@ def step(
     return b_s, time.perf_counter() - t
 
 
+def wait_for_vacuum(url: str, seconds: float = 600) -> float:
+    """Seconds until the worker's VACUUM of the prompts after the embedding pass is done."""
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            got = await conn.fetchval(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'prompts'"
+            )
+            return int(got or 0)
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    while asyncio.run(count()) < 1 and time.perf_counter() - t0 < seconds:
+        time.sleep(1)
+    return time.perf_counter() - t0
+
+
 def steps(
     c: httpx.Client, run: str, size: int, first: int, n: int
 ) -> tuple[list[float], list[float], list[float]]:
@@ -270,17 +292,22 @@ def main() -> None:
     args = ap.parse_args()
     workers = args.workers if args.workers is not None else int(args.backend == "postgres")
     pids: list[int] = []
+    databases: list[str] = []
     never = {"fit_min_outcomes": 2**31 - 1, "refit_every": 2**31 - 1}
     first_fit = {"fit_min_outcomes": args.fit_groups}
     release = threading.Event() if workers and not args.together else None
     with (
-        serve(args.backend, pids=pids, workers=workers, hold_workers=release) as url,
+        serve(
+            args.backend, pids=pids, workers=workers, hold_workers=release, databases=databases
+        ) as url,
         httpx.Client(base_url=url, timeout=600) as c,
     ):
         pid = pids[0]
         up, up_slices, emb_slices = upload(c, args.pool, args.slice, release)
         emb_total = sum(emb_slices)
         print(f"  upload {up:.1f} s, embedded after {emb_total:.1f} s", file=sys.stderr)
+        # the pass ends with a VACUUM of the prompts, as a real load does before training
+        vacuumed = wait_for_vacuum(databases[0]) if databases else 0.0
         for name, sel in (("idle", never), ("fit", first_fit), ("beside", never)):
             body = {"name": name, "dataset": "pool", "group_size": 8, "selection": sel}
             c.post("/v1/runs", json=body).raise_for_status()
@@ -348,6 +375,8 @@ def main() -> None:
         f"| embedding per {args.slice:,}, first / last slice | "
         f"{emb_slices[0]:.1f} / {emb_slices[-1]:.1f} s |"
     )
+    if databases:
+        print(f"| the prompts' VACUUM after the pass, waited for | {vacuumed:.1f} s |")
     print(f"| POST /outcomes, 1,000 groups of 8, p50 / p95 | {_ms(out_idle)} ms |")
     print(f"| POST /batches of {args.size}, idle, p50 / p95 | {_ms(b_idle)} ms |")
     print(f"| step (batch + its outcomes), idle, p50 / p95 | {_ms(s_idle)} ms |")

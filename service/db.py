@@ -164,6 +164,20 @@ async def asyncpg_connection(session: AsyncSession) -> Any | None:
     return (await conn.get_raw_connection()).driver_connection
 
 
+async def vacuum(engine: AsyncEngine, table: str) -> None:
+    """VACUUM (ANALYZE) a table a bulk pass rewrote, on PostgreSQL; nothing on SQLite.
+
+    An embedding pass updates every prompt row: until vacuumed, each lookup of a prompt by
+    client id visits its dead version and sets hint bits (1,000 lookups took 270-470 ms on a
+    never-vacuumed table of 1,000,000 updated rows, 6-10 ms after). Autovacuum would get to
+    it eventually, where it is on at all."""
+    if engine.dialect.name != "postgresql":
+        return
+    async with engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+
+
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
     """Append rows in the session's transaction: COPY on PostgreSQL, a Core insert elsewhere.
 

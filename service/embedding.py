@@ -15,6 +15,7 @@ from sqlalchemy import Select, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.background import Background
+from service.db import vacuum
 from service.estimator import N_FEATURES, Embedder, get_embedder
 from service.estimator.embedders import SPARSE_EMBEDDERS
 from service.estimator.inputs import model_inputs
@@ -179,6 +180,11 @@ class EmbeddingJobs:
                 dataset_id,
                 time.perf_counter() - t0,
             )
+            t1 = time.perf_counter()
+            engine = self.sessionmaker.kw["bind"]
+            await vacuum(engine, Prompt.__tablename__)
+            if engine.dialect.name == "postgresql":
+                log.info("vacuumed prompts in %.1f s", time.perf_counter() - t1)
             if self.on_embedded is not None:
                 await self.on_embedded(dataset_id)
         return done

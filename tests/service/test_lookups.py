@@ -96,3 +96,19 @@ async def test_prompt_lookups_by_client_id_and_position_agree(
         refs = await datasets.prompts_by_pos(session, ds, [49, 0, 7, 50])
         assert sorted(refs) == [0, 7, 49]
         assert refs[7].client_id == "p7" and refs[7].pk == ids["p7"][0]
+
+
+async def test_an_embedding_pass_leaves_the_prompts_vacuumed(
+    client: httpx.AsyncClient, state: AppState, uid: str
+) -> None:
+    """A pass rewrites every row it embeds; lookups by client id paid for the dead versions."""
+    if state.engine.dialect.name != "postgresql":
+        pytest.skip("VACUUM is PostgreSQL's")
+    query = text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'prompts'")
+    async with state.sessionmaker() as session:
+        before = (await session.execute(query)).scalar_one()
+    await make_dataset(client, f"d{uid}", 40)  # waits for the embedding pass
+    await state.background.idle()
+    async with state.sessionmaker() as session:
+        after = (await session.execute(query)).scalar_one()
+    assert after > before
