@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks._server import REPO, checkout, serve
+from benchmarks.scale import step as timed_step
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -120,21 +121,9 @@ def run(
         batch_lat: list[float] = []
         report_lat: list[float] = []
         for step in range(repeats, 2 * repeats):
-            t = time.perf_counter()
-            r = c.post("/v1/runs/r/batches", json={"step": step, "size": size})
-            batch_lat.append(time.perf_counter() - t)
-            r.raise_for_status()
-            b = r.json()
-            results = [
-                {"prompt_id": p["id"], "rewards": [float(rng.random() < 0.4) for _ in range(8)]}
-                for p in b["prompts"]
-            ]
-            t = time.perf_counter()
-            c.post(
-                "/v1/runs/r/outcomes",
-                json={"step": step, "batch_id": b["batch_id"], "results": results},
-            ).raise_for_status()
-            report_lat.append(time.perf_counter() - t)
+            b_s, o_s = timed_step(c, "r", size, step, rng)
+            batch_lat.append(b_s)
+            report_lat.append(o_s)
         rows.append(
             (
                 f"POST /batches, {size} of {pool:,} (informative)",

@@ -135,6 +135,9 @@ def next_chunk(dataset_id: int, after: int) -> Select[int, int, str, str]:
     )
 
 
+VACUUM_MIN_ROWS = 10_000  # a pass that rewrote this many prompts ends with their VACUUM
+
+
 class EmbeddingJobs:
     """Embed each dataset's pending prompts; replicas may overlap, their writes are idempotent."""
 
@@ -180,10 +183,10 @@ class EmbeddingJobs:
                 dataset_id,
                 time.perf_counter() - t0,
             )
-            t1 = time.perf_counter()
             engine = self.sessionmaker.kw["bind"]
-            await vacuum(engine, Prompt.__tablename__)
-            if engine.dialect.name == "postgresql":
+            if done >= VACUUM_MIN_ROWS and engine.dialect.name == "postgresql":
+                t1 = time.perf_counter()
+                await vacuum(engine, Prompt.__tablename__)
                 log.info("vacuumed prompts in %.1f s", time.perf_counter() - t1)
             if self.on_embedded is not None:
                 await self.on_embedded(dataset_id)

@@ -99,11 +99,12 @@ async def test_prompt_lookups_by_client_id_and_position_agree(
 
 
 async def test_an_embedding_pass_leaves_the_prompts_vacuumed(
-    client: httpx.AsyncClient, state: AppState, uid: str
+    client: httpx.AsyncClient, state: AppState, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pass rewrites every row it embeds; lookups by client id paid for the dead versions."""
     if state.engine.dialect.name != "postgresql":
         pytest.skip("VACUUM is PostgreSQL's")
+    monkeypatch.setattr("service.embedding.VACUUM_MIN_ROWS", 40)  # a bulk pass, in small
     query = text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'prompts'")
     async with state.sessionmaker() as session:
         before = (await session.execute(query)).scalar_one()
