@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,6 +40,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from service.config import Settings
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -173,9 +177,11 @@ async def vacuum(engine: AsyncEngine, table: str) -> None:
     it eventually, where it is on at all."""
     if engine.dialect.name != "postgresql":
         return
+    t0 = time.perf_counter()
     async with engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await auto.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+    log.info("vacuumed %s in %.1f s", table, time.perf_counter() - t0)
 
 
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:

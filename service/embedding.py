@@ -183,11 +183,8 @@ class EmbeddingJobs:
                 dataset_id,
                 time.perf_counter() - t0,
             )
-            engine = self.sessionmaker.kw["bind"]
-            if done >= VACUUM_MIN_ROWS and engine.dialect.name == "postgresql":
-                t1 = time.perf_counter()
-                await vacuum(engine, Prompt.__tablename__)
-                log.info("vacuumed prompts in %.1f s", time.perf_counter() - t1)
+            if done >= VACUUM_MIN_ROWS:
+                await vacuum(self.sessionmaker.kw["bind"], Prompt.__tablename__)
             if self.on_embedded is not None:
                 await self.on_embedded(dataset_id)
         return done

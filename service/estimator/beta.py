@@ -123,7 +123,8 @@ class StatsColumns:
 class RunStats:
     """A whole run's counts as arrays, one row per prompt with a group, in the store's order.
 
-    What a fit reads: 632,130 `PromptStats` objects took 2.3 s to build, these arrays a tenth.
+    What a fit reads: from Redis's 632,130 fields, `PromptStats` objects took 2.3-2.8 s to
+    build, these arrays 0.4 s.
     """
 
     idx: IntArray

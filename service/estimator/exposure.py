@@ -104,6 +104,10 @@ class Log:
     k: I64
     sd: F64
 
+    def cut(self, a: int, b: int) -> Log:
+        """Groups a to b (exclusive), as a log of their own."""
+        return Log(self.idx[a:b], self.step[a:b], self.n[a:b], self.k[a:b], self.sd[a:b])
+
 
 def _train(r: Replay, nb: I64, nb_sim: F64) -> None:
     """Apply the pending step's mixed groups to the exposures of prompts and neighbours."""
@@ -149,7 +153,7 @@ def advance(
                 _train(r, nb, nb_sim)
                 pending = []
                 r.step = int(log.step[a])
-            part = Log(log.idx[a:b], log.step[a:b], log.n[a:b], log.k[a:b], log.sd[a:b])
+            part = log.cut(a, b)
             fold = _fold_arrays if len(np.unique(part.idx)) == b - a else _fold_groups
             rows, mixed = fold(r, part, discount, prior_alpha, prior_beta)
             new_rows.append(rows)
@@ -189,7 +193,8 @@ def _fold_groups(
         r.last[i] = max(int(r.last[i]), s)
         if log.sd[g] > 0:
             pending.append((i, float(log.sd[g])))
-    return np.array(new_rows, dtype=np.float64).reshape(-1, 6), _pairs(pending)
+    rows = np.array(new_rows, dtype=np.float64).reshape(-1, 6)
+    return rows, np.array(pending, dtype=np.float64).reshape(-1, 2)
 
 
 def _fold_arrays(
@@ -218,10 +223,6 @@ def _fold_arrays(
     r.last[i] = np.maximum(last, s)
     mixed = log.sd > 0
     return rows.reshape(-1, 6), np.column_stack([i[mixed].astype(np.float64), log.sd[mixed]])
-
-
-def _pairs(pending: list[tuple[float, float]]) -> F64:
-    return np.array(pending, dtype=np.float64).reshape(-1, 2)
 
 
 def fit_gains(rows: F64) -> F64 | None:

@@ -118,8 +118,8 @@ async def advance(
 async def _log(session: AsyncSession, run_id: int, start: int, target: int) -> Log:
     """The run's groups after seq `start` up to `target`, in seq order, as arrays.
 
-    On PostgreSQL one row of five arrays: a first fit's 1,000,000 groups took about 3 s as
-    rows (fetched, then zipped into columns)."""
+    On PostgreSQL one row of five arrays: fetching a first fit's 1,000,000 groups as rows and
+    zipping them into columns took about 3 s of its profile (`scale --profile-worker`)."""
     driver = await asyncpg_connection(session)
     if driver is not None:
         cols = await driver.fetchrow(

@@ -198,7 +198,7 @@ def test_too_few_reserved_groups_fit_nothing() -> None:
 
 
 def _cut(log: Log, a: int, b: int) -> Log:
-    return Log(log.idx[a:b], log.step[a:b], log.n[a:b], log.k[a:b], log.sd[a:b])
+    return log.cut(a, b)
 
 
 def test_replaying_in_pieces_equals_one_pass_and_survives_storage() -> None:
