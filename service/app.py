@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
-from service import __version__, exception_handlers, openapi
+from service import __version__, exception_handlers, heap, openapi
 from service.admin.router import router as admin_router
 from service.batches.router import router as batches_router
 from service.body_limit import BodyLimit, payload_too_large
@@ -36,8 +36,14 @@ UNMATCHED = "<unmatched>"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, settle_heap: bool = False) -> FastAPI:
+    """`settle_heap`: freeze the startup heap once warm (a server process; not a test's app)."""
     settings = settings or Settings()
+
+    async def warm() -> None:
+        await asyncio.to_thread(warmup)
+        if settle_heap:
+            heap.settle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = await open_state(settings, metrics)
         app.state.depo = state
         await state.embedding_jobs.resume_all()
-        state.jobs.spawn("warmup", lambda: asyncio.to_thread(warmup))
+        state.jobs.spawn("warmup", warm)
         log.info(
             "depo-service %s on %s, cache %s, background work %s",
             __version__,

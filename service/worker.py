@@ -52,7 +52,7 @@ def run_worker(settings: Settings) -> int:
     from dramatiq.asyncio import get_event_loop_thread
     from dramatiq.middleware import Middleware
 
-    from service import __version__
+    from service import __version__, heap
     from service.background import HEARTBEAT_SECONDS, QueueBackground, make_broker, worker_id
     from service.bootstrap import close_state, open_state
     from service.metrics import Metrics
@@ -99,6 +99,7 @@ def run_worker(settings: Settings) -> int:
     worker.start()
     loop_thread = get_event_loop_thread()
     state = loop_thread.run_coroutine(start())
+    heap.settle()
     log.info(
         "depo worker %s (%s): %d threads on queue %s",
         me,

@@ -40,7 +40,16 @@ class Dataset(Base):
 class Prompt(Base):
     __tablename__ = "prompts"
     __table_args__ = (
-        UniqueConstraint("dataset_id", "client_id"),
+        # unique per dataset; on PostgreSQL it also carries the key and position, so resolving a
+        # report's client ids reads the index alone (migration c8f4e1a6b3d9); SQLite keeps the
+        # unique constraint it was created with
+        Index(
+            "ix_prompts_client_lookup",
+            "dataset_id",
+            "client_id",
+            unique=True,
+            postgresql_include=["id", "idx"],
+        ),
         UniqueConstraint("dataset_id", "idx"),
         # the embedding pass's next chunk, found among the unembedded rows only
         Index(
