@@ -223,8 +223,11 @@ async def test_the_fit_learns_how_far_to_trust_the_label(
     assert good["labelled_prompts"] == bad["labelled_prompts"] == 900
     assert good["label_weight"] > 0.5, good
     assert abs(bad["label_weight"]) < 0.25, bad
-    # unseen prompts: ranked by the true label, not by the shuffled one
+    # unseen prompts: ranked by the true label; the shuffled one barely moves them (a rank test
+    # would not do: with the label's weight at 0.05, the rest of the estimate can be flatter still)
     assert spearmanr(pred_good, truth[train:]).statistic > 0.6
-    assert spearmanr(pred_bad, shuffled[train:]).statistic < 0.3
+    slope_good = np.polyfit(truth[train:], pred_good, 1)[0]
+    slope_bad = np.polyfit(shuffled[train:], pred_bad, 1)[0]
+    assert slope_bad < 0.25 * slope_good, (slope_bad, slope_good)
     page = (await client.get(f"/admin/runs/bad-{uid}")).text
     assert "<td>label_weight</td>" in page
