@@ -130,10 +130,8 @@ def run_method(
     selection = {"seed": seed, "warmup_outcomes": len(pool.ids), **m.selection}
     if sim.defaults:
         selection = {"seed": seed, "budget": True} if m.use_n else {"seed": seed}
-    created = c.create_run(run, dataset, g, strategy=m.strategy, selection=selection)
+    c.create_run(run, dataset, g, strategy=m.strategy, selection=selection)
     tr = Trace(rollouts=[0], heldout=[policy.heldout_pass_rate()])
-    sel = created.selection
-    due = (int(sel["fit_min_outcomes"]), int(sel["refit_every"]))  # first fit, then each refit
     used = 0
     step = 0
     while used < budget:
@@ -162,7 +160,7 @@ def run_method(
             if not m.dapo or len(train) >= batch or used >= budget:
                 break
         if sim.sync_fits and m.strategy != "uniform":
-            _await_fit(c, run, *due)
+            await_fit(c, run)
         tr.service_ms.append(1000 * t_service)  # all of a step's rounds (DAPO refills)
         tr.informative_used += policy.train(train[:batch])
         step += 1
@@ -171,13 +169,12 @@ def run_method(
     return tr
 
 
-def _await_fit(c: DepoClient, run: str, first: int, every: int, timeout: float = 60.0) -> None:
+def await_fit(c: DepoClient, run: str, timeout: float = 60.0) -> None:
     """Wait out a due predictor fit: a real step takes a minute, far longer than a fit."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        groups = c.get_run(run).outcomes
-        trained = c.predictor(run).trained_on
-        if groups - trained < (every if trained else first):
+        info = c.predictor(run)
+        if info.next_fit_at is None or c.get_run(run).outcomes < info.next_fit_at:
             return
         time.sleep(0.05)
     print(

@@ -80,7 +80,7 @@ from benchmarks.dynamics import (
     nearest,
     quantile_rates,
 )
-from benchmarks.efficacy import _await_fit
+from benchmarks.efficacy import await_fit
 from benchmarks.simulator import DATA, LearningModel, embed
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -290,7 +290,7 @@ def run_service(
     world = setup.world()
     index = {pid: i for i, pid in enumerate(setup.ids[: setup.n_pool])}
     run = f"{sc.name}-{m.key}-{uuid.uuid4().hex[:8]}"
-    created = c.create_run(
+    c.create_run(
         run,
         dataset,
         sc.g,
@@ -298,7 +298,6 @@ def run_service(
         strategy=m.strategy,
         selection=selection,
     )
-    due = (int(created.selection["fit_min_outcomes"]), int(created.selection["refit_every"]))
     tr = Trace()
     tr.record(0, 0, world.heldout_pass_rate())
     used = informative = step = 0
@@ -333,7 +332,7 @@ def run_service(
             if not m.dapo or have >= sc.batch or not len(idx):
                 break
         if m.strategy != "uniform":
-            _await_fit(c, run, *due)
+            await_fit(c, run)
         idx = np.concatenate([p[0] for p in parts])[: sc.batch]
         true = np.concatenate([p[1] for p in parts])[: sc.batch]
         # informative as the trainer saw it (reported rewards), among the groups trained on

@@ -36,6 +36,7 @@ from scipy.stats import spearmanr
 
 from benchmarks._server import serve
 from benchmarks.dynamics import World
+from benchmarks.efficacy import await_fit
 from benchmarks.scenarios import EMBED, Scenario, Setup, build, upload
 from benchmarks.simulator import FloatArray, logit
 
@@ -68,18 +69,6 @@ class Trace:
         return float(x0 + (x1 - x0) * (n - y0) / (y1 - y0))
 
 
-def _await_fit(c: DepoClient, run: str, first: int, every: int, timeout: float = 60.0) -> None:
-    """Wait out a due fit (efficacy's, counting from a warm start's version 1 at 0 groups)."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        groups = c.get_run(run).outcomes
-        info = c.predictor(run)
-        if groups - info.trained_on < (every if info.version is not None else first):
-            return
-        time.sleep(0.05)
-    print(f"  {run}: no fit within {timeout:.0f} s; going on", file=sys.stderr)
-
-
 def run(
     c: DepoClient,
     dataset: str,
@@ -95,14 +84,13 @@ def run(
     sc = setup.scenario
     world = World(start, setup.n_pool, sc.law, setup.relations, sc.rewards, setup.seed)
     index = {pid: i for i, pid in enumerate(setup.ids[: setup.n_pool])}
-    created = c.create_run(
+    c.create_run(
         name,
         dataset,
         g,
         init_from=sources.get("init_from"),
         history_from=sources.get("history_from"),
     )
-    due = (int(created.selection["fit_min_outcomes"]), int(created.selection["refit_every"]))
     if sources.get("init_from"):  # its version 1, from the source's predictor, lands first
         deadline = time.perf_counter() + 60
         while c.predictor(name).version is None and time.perf_counter() < deadline:
@@ -118,7 +106,7 @@ def run(
             {"prompt_id": p.id, "rewards": reported[j].tolist()} for j, p in enumerate(b.prompts)
         ]
         c.report(name, step, results, batch_id=b.batch_id)
-        _await_fit(c, name, *due)
+        await_fit(c, name)
         world.train(idx, true)
         tr.served.append(len(idx))
         tr.zero_var.append(int((~mixed).sum()))

@@ -90,8 +90,14 @@ class SelectionConfig(BaseModel):
             "prompt off; /predict reports the calibrated estimate"
         ),
     )
-    refit_every: int = Field(
-        1000, ge=1, le=INT32_MAX, description="new outcome groups between predictor fits"
+    refit_every: int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description=(
+            "new outcome groups between predictor fits; unset: two steps' worth of the run's "
+            "groups, between 256 and 1,000"
+        ),
     )
     fit_min_outcomes: int = Field(
         256, ge=1, le=INT32_MAX, description="outcome groups before the first fit"

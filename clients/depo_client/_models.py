@@ -471,6 +471,7 @@ class PredictorInfo:
     outcomes_since: int
     init_from: str | None
     history_from: str | None = None
+    next_fit_at: int | None = None  # the outcome count at which the next fit is due
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PredictorInfo:
@@ -484,4 +485,5 @@ class PredictorInfo:
             outcomes_since=int(d.get("outcomes_since", 0)),
             init_from=None if src is None else str(src),
             history_from=_opt_str(d.get("history_from")),
+            next_fit_at=_opt_int(d.get("next_fit_at")),
         )

@@ -56,5 +56,8 @@ class PredictorRead(BaseModel):
     fitted_at: datetime | None
     calibration: dict[str, Any]
     outcomes_since: int
+    next_fit_at: int = Field(
+        description="the run's outcome count at which the next fit is due (it runs soon after)"
+    )
     init_from: str | None
     history_from: str | None = None

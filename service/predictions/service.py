@@ -21,6 +21,7 @@ from service.policy import SelectionConfig
 from service.predictions.schemas import Prediction, PredictorRead, PredictResponse
 from service.predictor import versions
 from service.predictor.cache import PredictorCache
+from service.predictor.cadence import next_fit_at
 
 MAX_ENCODER_TEXTS = 256
 """Raw texts per /predict on a transformer embedder: about 5 s of embedding, inside the request."""
@@ -120,6 +121,9 @@ async def current(session: AsyncSession, run: Run) -> PredictorRead:
         fitted_at=row.fitted_at if row else None,
         calibration=row.calibration if row else {},
         outcomes_since=run.outcome_seq - (row.trained_on if row else 0),
+        next_fit_at=next_fit_at(
+            SelectionConfig.model_validate(run.selection), run, row.trained_on if row else None
+        ),
         init_from=run.init_from,
         history_from=run.history_from,
     )

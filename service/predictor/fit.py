@@ -40,6 +40,7 @@ from service.models import Dataset, Outcome, PredictorVersion, Run
 from service.policy import SelectionConfig
 from service.predictor import tracking, versions
 from service.predictor.cache import PredictorCache
+from service.predictor.cadence import next_fit_at
 from service.predictor.drift import served_drift
 from service.predictor.inputs import dataset_inputs
 from service.predictor.labels import dataset_labels
@@ -164,10 +165,9 @@ class FitJobs:
         run = await session.get_one(Run, run_id)
         cfg = SelectionConfig.model_validate(run.selection)
         prev = await versions.latest(session, run_id)
-        seen = prev.trained_on if prev is not None else 0
-        needed = cfg.refit_every if prev is not None else cfg.fit_min_outcomes
+        due = next_fit_at(cfg, run, prev.trained_on if prev is not None else None)
         warm = prev is None and run.init_from is not None
-        if not force and not warm and run.outcome_seq - seen < needed:
+        if not force and not warm and run.outcome_seq < due:
             return None
         wait = self.refit_min_seconds - (
             (utcnow() - prev.fitted_at).total_seconds() if prev is not None else math.inf

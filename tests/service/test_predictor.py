@@ -538,3 +538,50 @@ async def test_the_mixed_classifier_picks_unseen_prompts_that_give_mixed_groups(
         true_mixed[top].mean(),
         true_mixed.mean(),
     )
+
+
+def test_the_refit_cadence_follows_the_steps_unless_set() -> None:
+    """Two steps' worth of groups between fits, in [256, 1,000]; a run's own setting wins."""
+    from service.models import Run
+    from service.policy import SelectionConfig
+    from service.predictor.cadence import refit_groups
+
+    derived = SelectionConfig()
+    assert derived.refit_every is None
+    for groups, max_step, every in ((1280, 9, 256), (1920, 9, 384), (5120, 9, 1000), (40, 9, 256)):
+        assert refit_groups(derived, Run(groups=groups, max_step=max_step)) == every
+    fixed = SelectionConfig(refit_every=700)
+    assert refit_groups(fixed, Run(groups=1920, max_step=9)) == 700
+
+
+async def test_a_run_refits_every_two_steps_of_its_batches(settings: Settings, uid: str) -> None:
+    app = create_app(settings.model_copy(update={"refit_min_seconds": 0.0}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        state: AppState = app.state.depo
+        await make_dataset(client, f"d{uid}", 1200)
+        await state.jobs.idle()
+        await make_run(client, f"r{uid}", f"d{uid}", selection={"fit_min_outcomes": 192})
+
+        async def report(step: int) -> dict[str, Any]:
+            results = [
+                {"prompt_id": f"p{(step * 192 + i) % 1200}", "rewards": [1.0, 0.0] * 4}
+                for i in range(192)
+            ]
+            body = {"step": step, "results": results}
+            r = await client.post(f"/v1/runs/r{uid}/outcomes", json=body)
+            assert r.status_code == 200
+            await state.background.idle()
+            await state.jobs.idle()
+            info: dict[str, Any] = (await client.get(f"/v1/runs/r{uid}/predictor")).json()
+            return info
+
+        info = await report(0)
+        assert info["version"] == 1 and info["trained_on"] == 192
+        assert info["next_fit_at"] == 192 + 384  # steps of 192 groups: a fit every 384
+        info = await report(1)
+        assert info["version"] == 1  # 192 new: not due
+        info = await report(2)
+        assert info["version"] == 2 and info["trained_on"] == 576, info
