@@ -22,12 +22,19 @@ async def catch_up(
     """Fold log rows (applied, target] into the store; returns how many rows were applied.
 
     Stats whose position is not on this log (a restore or failover put the log behind them,
-    or a different row at their `seq`) are dropped and rebuilt, whichever side is ahead.
+    or a different row at their `seq`) are dropped and rebuilt, whichever side is ahead. The
+    first check trusts `session`'s view of the log, so read it in a snapshot no older than the
+    store: on SQLite a read transaction keeps the snapshot of its first query.
     """
     applied_rows = 0
+    checked = False
     while True:
         at = await store.position(run_id)
         if not await _on_log(session, run_id, at):
+            if checked and at.seq > target_seq:
+                # on the log a moment ago: another reader folded rows committed after this
+                # session's snapshot (SQLite's deferred reads), not a restore
+                return applied_rows
             log.warning(
                 "hot stats of run %s are at seq %s, which the log does not hold: rebuilding",
                 run_id,
@@ -35,6 +42,7 @@ async def catch_up(
             )
             await store.reset(run_id, at)
             continue
+        checked = True
         if at.seq >= target_seq:  # ahead on this log: rows committed since the caller looked
             return applied_rows
         if at.seq == 0 and target_seq > CATCH_UP_CHUNK:

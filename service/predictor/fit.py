@@ -186,7 +186,10 @@ class FitJobs:
         if init is not None and init.dim != inputs.x.shape[1]:
             init = None  # another width (client vectors resized): learn afresh
         target = run.outcome_seq
-        await catch_up(session, self.hot, run.id, target, cfg.discount)
+        # a fresh snapshot: this one predates the embeddings' load, and the store may have
+        # folded rows committed since, which this one would take for a log that lost them
+        async with self.read_sessionmaker() as fresh:
+            await catch_up(fresh, self.hot, run.id, target, cfg.discount)
         calibration = await _calibration(session, run.id, prev) if prev is not None else {}
         calibration["served_drift_logit"] = await served_drift(session, run.id, cfg)
         return _Job(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from typing import Any, cast
 
+import httpx
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from service.estimator.beta import (
     MISSING,
@@ -17,8 +20,12 @@ from service.estimator.beta import (
     beta_posterior,
     p_mixed,
 )
+from service.hotstats.catch_up import catch_up, refresh
 from service.hotstats.store import START, HotStore, MemoryHotStore, RedisHotStore
 from service.hotstats.store import Position as P
+from service.models import Run
+from service.state import AppState
+from tests.fixtures.api import make_dataset, make_run
 from tests.fixtures.backends import REDIS_URL
 
 
@@ -165,3 +172,46 @@ async def test_whole_run_reads_past_one_scan_chunk(store: HotStore) -> None:
         assert table.decay(3, 0.5).tolist() == [0.125] * n  # every group at step 0
     finally:
         await store.flush()
+
+
+async def test_catch_up_keeps_rows_another_reader_folded_past_its_snapshot(
+    client: httpx.AsyncClient, state: AppState, uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mid catch-up a refresh folds a newer group: not a lost log (SQLite keeps old snapshots)."""
+    await make_dataset(client, f"d-{uid}", 4)
+    await make_run(client, f"r-{uid}", f"d-{uid}")
+
+    async def report(step: int) -> None:
+        body = {"step": step, "results": [{"prompt_id": "p0", "rewards": [1.0, 0.0] * 4}]}
+        assert (await client.post(f"/v1/runs/r-{uid}/outcomes", json=body)).status_code == 200
+
+    await report(0)
+    await report(1)
+    await state.jobs.idle()
+    async with state.sessionmaker() as s:
+        rid = (await s.execute(select(Run.id).where(Run.name == f"r-{uid}"))).scalar_one()
+    assert await state.hot.reset(rid, await state.hot.position(rid))
+    hot = state.hot
+
+    class Racing:
+        """The run's real store; right after the first fold, another reader folds a newer row."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(hot, name)
+
+        raced = False
+
+        async def apply(self, *args: Any) -> bool:
+            done = await hot.apply(*args)
+            if not self.raced:
+                self.raced = True
+                await refresh(state.read_sessionmaker, hot, rid)
+            return done
+
+    caplog.set_level("WARNING", logger="service.hotstats.catch_up")
+    async with state.read_sessionmaker() as session:
+        target = (await session.get_one(Run, rid)).outcome_seq  # the snapshot starts here
+        await report(2)
+        await catch_up(session, cast(HotStore, Racing()), rid, target, 0.995)
+    assert not [r for r in caplog.records if "does not hold" in r.getMessage()]
+    assert (await hot.position(rid)).seq == target + 1, "the newer group was dropped"

@@ -585,3 +585,36 @@ async def test_a_run_refits_every_two_steps_of_its_batches(settings: Settings, u
         assert info["version"] == 1  # 192 new: not due
         info = await report(2)
         assert info["version"] == 2 and info["trained_on"] == 576, info
+
+
+async def test_a_fit_keeps_stats_folded_past_its_first_read(
+    client: httpx.AsyncClient,
+    state: AppState,
+    uid: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Groups reported while a fit loads embeddings are not taken for a lost log (SQLite)."""
+    from sqlalchemy import select
+
+    from service.hotstats.catch_up import refresh
+    from service.models import Run
+
+    rows, run = await _setup(client, state, uid, 300, 200)
+    async with state.sessionmaker() as s:
+        rid = (await s.execute(select(Run.id).where(Run.name == run))).scalar_one()
+    real_inputs = fit_module.dataset_inputs
+
+    async def inputs_while_reported(*args: Any, **kwargs: Any) -> Any:
+        # the fit's snapshot is open: report a group and let the store fold it meanwhile
+        body = {"step": 1, "results": [{"prompt_id": rows[250]["id"], "rewards": [1.0] * 8}]}
+        ack = await client.post(f"/v1/runs/{run}/outcomes", json=body)
+        assert ack.json()["accepted"] == 1
+        await refresh(state.read_sessionmaker, state.hot, rid)
+        return await real_inputs(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "dataset_inputs", inputs_while_reported)
+    caplog.set_level("WARNING", logger="service.hotstats.catch_up")
+    assert await state.fits.maybe_fit(rid, force=True) is not None
+    assert not [r for r in caplog.records if "does not hold" in r.getMessage()]
+    assert (await state.hot.position(rid)).seq == 201, "the folded group was dropped"
