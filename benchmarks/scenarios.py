@@ -33,6 +33,7 @@ dataset upload (the dataset's default embedder) serve all methods of a (scenario
 | forget | The embed law, and every prompt without a mixed group in a step drifts 2% of the way back to its starting logit. |
 | noisy | The embed law with a noisy verifier: 10% of reported rewards flipped; learning follows the true rewards, and informative groups are counted by the reported ones. |
 | partial | The embed law with partial credit: a reward is the share of 4 sub-checks passed (pass chance per rollout ~ Beta(p, 1 - p), so the mean is p); success_threshold 0.5; zero variance = all rewards equal. |
+| fast | The embed law with four times the own learning (1.0 per unit): a prompt leaves the zone after a few groups, so a run keeps needing new ones. |
 | pool4k | Regime: a 4,000-prompt pool seen many times (embed law). |
 | dev1 | Regime: the whole 14,682-prompt dev file less 1,000 held out, about one epoch of uniform (embed law). |
 | dapo | Regime: batch 512, G = 16 (embed law). |
@@ -128,6 +129,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("forget", replace(EMBED, forget=0.02)),
         Scenario("noisy", EMBED, Rewards("noisy", flip=0.1)),
         Scenario("partial", EMBED, Rewards("partial", checks=4), success_threshold=0.5),
+        Scenario("fast", replace(EMBED, eta_self=1.0)),
         Scenario("pool4k", EMBED, pool=4_000, n_full=16_000),
         Scenario("dev1", EMBED, pool=0, n_full=8_000),
         Scenario("dapo", EMBED, batch=512, g=16, n_quick=4_000),
