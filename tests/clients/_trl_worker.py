@@ -11,6 +11,7 @@ call (one call per generation batch), plus what its sampler asked the service fo
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -27,6 +28,9 @@ from tests.fixtures.trl import tiny_stream_trainer, tiny_trainer
 
 
 def main() -> None:
+    # a rank still here after 4 minutes is stuck (a run takes 20-40 s): its stacks go to the
+    # test's output before the test gives up on it
+    faulthandler.dump_traceback_later(240, repeat=True)
     url, run, rows_path, out_dir = sys.argv[1:5]
     steps, per_device, g = (int(x) for x in sys.argv[5:8])
     mode = sys.argv[8] if len(sys.argv) > 8 else "mixin"
@@ -81,17 +85,20 @@ def main() -> None:
             "reported_on_this_rank": trainer.accelerator.is_main_process,
             "figures": [e for e in trainer.state.log_history if "depo/groups_reported" in e],
         }
-        (out / f"rank{rank}.json").write_text(json.dumps(result))
+        tmp = out / f"rank{rank}.json.tmp"
+        tmp.write_text(json.dumps(result))
+        tmp.replace(out / f"rank{rank}.json")  # whole or absent: the test polls for it
         curriculum.close()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+        # Leave with the trainer still referenced. Freeing it deadlocks now and then (py-spy on
+        # a stuck rank, both routes): the main thread, holding the GIL, frees DDP's reducer,
+        # whose process group joins gloo's thread, which waits for the GIL to free a tensor of
+        # its last allgather. The barrier first, so neither rank leaves the other mid-collective.
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
     main()
-    # the results are written; torch's native threads sometimes hang the interpreter's own
-    # shutdown after destroy_process_group (seen 1 in 2-3 runs of the stream route, both ranks
-    # idle at exit for 10 minutes), so leave without it
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
