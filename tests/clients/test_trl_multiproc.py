@@ -53,13 +53,15 @@ def torchrun() -> list[str]:
 def run_ranks(cmd: list[str], env: dict[str, str], results: list[Path]) -> tuple[int, str]:
     """Run torchrun to its end, or until every rank wrote its result and then stalled.
 
-    torch's native threads sometimes hang a finished rank's exit (`_trl_worker.py`), which
-    says nothing of the code under test: once every result file is there, a grace period,
-    then the process group is killed and the results are checked. A rank stuck before its
-    result fails the test with the stacks its faulthandler dumped, instead of a bare timeout
-    (one CI run sat for 10 minutes with no stack to show where). Returns (status, output tail).
+    A rank's exit can deadlock in torch's teardown (`_trl_worker.py` leaves before it; this is
+    the backstop), which says nothing of the code under test: once every result file is there,
+    a grace period, then the process group is killed with a warning and the results are
+    checked. A rank stuck before its result fails the test with the stacks its faulthandler
+    dumped, not a bare timeout (one CI run sat 10 minutes with no stack to show where).
+    Returns (exit status, output tail).
     """
     log = results[0].parent / "torchrun.log"
+    rc: int | None = None
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             cmd,
@@ -71,22 +73,19 @@ def run_ranks(cmd: list[str], env: dict[str, str], results: list[Path]) -> tuple
         )
         deadline = time.monotonic() + RUN_LIMIT_S
         written_at: float | None = None
-        rc: int | None = None
         while rc is None and time.monotonic() < deadline:
-            if written_at is None and all(p.exists() for p in results):
-                written_at = time.monotonic()
-            if written_at is not None and time.monotonic() - written_at > EXIT_GRACE_S:
-                rc = 0  # every rank finished its work; only the interpreter exit stalled
-                warnings.warn(
-                    f"torchrun: every rank wrote its result, then sat {EXIT_GRACE_S} s in its "
-                    "exit; killed",
-                    stacklevel=1,
-                )
-                break
             try:
                 rc = proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
-                rc = None
+                if written_at is None and all(p.exists() for p in results):
+                    written_at = time.monotonic()
+                if written_at is not None and time.monotonic() - written_at > EXIT_GRACE_S:
+                    warnings.warn(
+                        f"torchrun: every rank wrote its result, then sat {EXIT_GRACE_S} s in "
+                        "its exit; killed",
+                        stacklevel=1,
+                    )
+                    rc = 0  # every rank finished its work; only the exit stalled
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
