@@ -87,9 +87,10 @@ def noise_for(rho: float, labels: FloatArray, draws: int = 3) -> float:
     return min(np.arange(0.25, 15.0, 0.25), key=lambda tau: abs(spearman(tau) - rho))
 
 
-def log_population() -> FloatArray:
-    """Log histogram of all labels' logits on the grid: the prior before any text is read."""
-    rates = np.array([json.loads(line)["pass_rate"] for line in DATA.read_text().splitlines()])
+def log_population(rates: FloatArray | None = None) -> FloatArray:
+    """Log histogram of labels' logits on the grid (the data file's by default): the prior."""
+    if rates is None:
+        rates = np.array([json.loads(line)["pass_rate"] for line in DATA.read_text().splitlines()])
     edges = np.concatenate([[-np.inf], (GRID[1:] + GRID[:-1]) / 2, [np.inf]])
     counts, _ = np.histogram(logit(rates), bins=edges)
     out: FloatArray = np.log(counts + 1.0)

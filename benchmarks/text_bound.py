@@ -30,14 +30,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
-from scipy.stats import spearmanr
 
 from benchmarks.dynamics import World, p_all_equal
-from benchmarks.scenarios import SCENARIOS, Setup, build
-from benchmarks.simulator import FloatArray, IntArray
-
-GRID = np.linspace(-7.0, 7.0, 57)  # starting logits; labels are clipped to about +-5.8
+from benchmarks.scenarios import SCENARIOS, Setup, _mixed, build
+from benchmarks.selection_bound import GRID, log_population, noise_for
+from benchmarks.simulator import IntArray
 
 
 @dataclass
@@ -45,29 +42,6 @@ class Result:
     zero_var: float
     first_share: float  # groups of prompts served for the first time, share of all groups
     first_zero_var: float  # zero-variance share among those
-
-
-def noise_for(rho: float, z0: FloatArray) -> float:
-    """The sd of logit noise whose predictor has Spearman `rho` against these starting logits."""
-
-    def spearman(tau: float) -> float:
-        rng = np.random.default_rng(0)
-        return float(spearmanr(z0 + rng.normal(0, tau, len(z0)), z0).statistic)
-
-    return float(min(np.arange(0.25, 15.0, 0.25), key=lambda tau: abs(spearman(tau) - rho)))
-
-
-def log_population(z0: FloatArray) -> FloatArray:
-    """Log histogram of the pool's starting logits on the grid: the prior before any text."""
-    edges = np.concatenate([[-np.inf], (GRID[1:] + GRID[:-1]) / 2, [np.inf]])
-    counts, _ = np.histogram(z0, bins=edges)
-    out: FloatArray = np.log(counts + 1.0)
-    return out
-
-
-def _mixed(reported: FloatArray) -> npt.NDArray[np.bool_]:
-    out: npt.NDArray[np.bool_] = (reported != reported[:, :1]).any(axis=1)
-    return out
 
 
 def run(setup: Setup, n_target: int, prior: str, tau: float = 0.0, bonus: float = 0.0) -> Result:
@@ -82,7 +56,10 @@ def run(setup: Setup, n_target: int, prior: str, tau: float = 0.0, bonus: float 
     z0 = world.z0[:n].copy()
     if prior == "noisy":
         zhat = z0 + rng.normal(0, tau, n)
-        logpost = log_population(z0)[None, :] - 0.5 * ((GRID[None, :] - zhat[:, None]) / tau) ** 2
+        logpost = (
+            log_population(setup.start[:n])[None, :]
+            - 0.5 * ((GRID[None, :] - zhat[:, None]) / tau) ** 2
+        )
     else:
         logpost = -0.5 * ((GRID[None, :] - z0[:, None]) / 0.05) ** 2
     pool: IntArray = np.arange(n, dtype=np.int64)
@@ -148,7 +125,7 @@ def main() -> None:
         n_target = int(sc.n_full * args.scale)
         cells = [run(setup, n_target, "oracle"), run(setup, n_target, "exact")]
         for rho in args.rho:
-            tau = noise_for(rho, setup.world().z0[: setup.n_pool])
+            tau = noise_for(rho, setup.start[: setup.n_pool], draws=1)
             tries = {b: run(setup, n_target, "noisy", tau, b) for b in args.optimism}
             best = min(tries, key=lambda b: tries[b].zero_var)
             cells.append(tries[best])
