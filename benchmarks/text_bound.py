@@ -1,8 +1,8 @@
 """How low a scenario's zero-variance share could go, given a cold start of known quality.
 
 Run: `.venv/bin/python -m benchmarks.text_bound [--scenarios fast,pool4k] [--rho 0.4 0.5 0.8 0.9]
-[--optimism 0 0.1 0.2 0.3 0.4] [--scale 1.0] [--seed 0]` (every binary and noisy scenario by default,
-about 9 minutes; no service needed).
+[--optimism 0 0.1 0.2 0.3 0.4] [--scale 1.0] [--seed 0] [--knows law|own+global]` (every binary
+and noisy scenario by default, about 9 minutes; no service needed).
 
 A selector that sees what the service sees, each prompt's text and its groups, is given for
 free what no service has: the scenario's whole learning law, that is how far every prompt's
@@ -16,7 +16,9 @@ that a group of G is mixed now, plus an optimism bonus for prompts never served,
 the best `batch`, as `informative`'s whole-pool scan does, until the scenario's N informative
 groups (`--scale` times it). So it is perfect tracking with a cold start of that quality:
 what is left of its zero-variance share is what the cold start costs. `exact` (the true
-starting logits) reproduces the oracle, a check of the machinery. These are the best
+starting logits) reproduces the oracle, a check of the machinery. `--knows own+global` tells
+the selector only the moves of each prompt's own groups and the global shift, at the law's
+gains: the gap to `law` is what knowing the transfer between prompts is worth. These are the best
 selectors tried with this information, not a proof that none does better.
 
 Binary and noisy-verifier scenarios only (a partial-credit group has no binomial likelihood).
@@ -44,8 +46,19 @@ class Result:
     first_zero_var: float  # zero-variance share among those
 
 
-def run(setup: Setup, n_target: int, prior: str, tau: float = 0.0, bonus: float = 0.0) -> Result:
-    """One run to `n_target` informative groups. `prior`: oracle, exact, or noisy (`tau`)."""
+def run(
+    setup: Setup,
+    n_target: int,
+    prior: str,
+    tau: float = 0.0,
+    bonus: float = 0.0,
+    knows: str = "law",
+) -> Result:
+    """One run to `n_target` informative groups. `prior`: oracle, exact, or noisy (`tau`).
+
+    `knows`: "law" tells the selector every prompt's whole move; "own+global" only what its
+    own groups and the global shift moved it (no neighbour or topic transfer), at the law's gains.
+    """
     sc = setup.scenario
     if sc.rewards.kind == "partial":
         raise SystemExit(f"{sc.name}: partial-credit rewards have no binomial likelihood here")
@@ -64,12 +77,13 @@ def run(setup: Setup, n_target: int, prior: str, tau: float = 0.0, bonus: float 
         logpost = -0.5 * ((GRID[None, :] - z0[:, None]) / 0.05) ** 2
     pool: IntArray = np.arange(n, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
+    known = np.zeros(n)  # the part of each prompt's move since the start the selector is told
     served = zero = first = first_zero = informative = 0
     while informative < n_target:
         if prior == "oracle":
             score = world.p_mixed(pool, g)
         else:
-            moved = world.z[:n] - z0
+            moved = world.z[:n] - z0 if knows == "law" else known
             w = np.exp(logpost - logpost.max(axis=1, keepdims=True))
             w /= w.sum(axis=1, keepdims=True)
             p = 1.0 / (1.0 + np.exp(-(GRID[None, :] + moved[:, None])))
@@ -86,13 +100,17 @@ def run(setup: Setup, n_target: int, prior: str, tau: float = 0.0, bonus: float 
         informative += int(mixed.sum())
         if prior != "oracle":
             k = reported.sum(axis=1)
-            pg = 1.0 / (1.0 + np.exp(-(GRID[None, :] + (world.z[keep] - z0[keep])[:, None])))
+            offset = world.z[keep] - z0[keep] if knows == "law" else known[keep]
+            pg = 1.0 / (1.0 + np.exp(-(GRID[None, :] + offset[:, None])))
             pg = flip + pg * (1.0 - 2.0 * flip)
             logpost[keep] += k[:, None] * np.log(pg + 1e-12) + (g - k)[:, None] * np.log(
                 1.0 - pg + 1e-12
             )
         seen[keep] = True
         world.train(keep, true)
+        sd = true.std(axis=1)
+        np.add.at(known, keep, sc.law.eta_self * sd)
+        known += sc.law.eta_global * float(sd.sum())
     return Result(zero / served, first / served, first_zero / max(first, 1))
 
 
@@ -114,6 +132,12 @@ def main() -> None:
     )
     ap.add_argument("--scale", type=float, default=1.0, help="times each scenario's full N")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--knows",
+        choices=["law", "own+global"],
+        default="law",
+        help="what the selector is told of each prompt's move: all of it, or no transfer",
+    )
     args = ap.parse_args()
     names = args.scenarios.split(",")
     cols = ["oracle", "exact"] + [f"rho={r}" for r in args.rho]
@@ -126,7 +150,7 @@ def main() -> None:
         cells = [run(setup, n_target, "oracle"), run(setup, n_target, "exact")]
         for rho in args.rho:
             tau = noise_for(rho, setup.start[: setup.n_pool], draws=1)
-            tries = {b: run(setup, n_target, "noisy", tau, b) for b in args.optimism}
+            tries = {b: run(setup, n_target, "noisy", tau, b, args.knows) for b in args.optimism}
             best = min(tries, key=lambda b: tries[b].zero_var)
             cells.append(tries[best])
             print(
@@ -142,7 +166,8 @@ def main() -> None:
         ]
     print(
         f"\n### Zero-variance share to N informative groups (x{args.scale}), seed {args.seed}: "
-        "a selector told the whole learning law, with a cold start of Spearman rho\n"
+        f"a selector told {'the whole learning law' if args.knows == 'law' else 'own and global moves only'}"
+        ", with a cold start of Spearman rho\n"
     )
     print("| scenario | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
