@@ -1,7 +1,7 @@
 """A family of simulated training settings, the yardstick for the service's selection.
 
 Run: `.venv/bin/python -m benchmarks.scenarios [--quick] [--scenarios a,b] [--methods m,n]
-[--seeds N] [--informative JSON] [--backend embedded|postgres] [--json PATH]`;
+[--seeds N] [--informative JSON] [--backend embedded|postgres] [--embedder NAME] [--json PATH]`;
 `--report PATH` prints the tables and plot again from a `--json` file without running.
 Method keys for `--methods`: uniform, dapo, window, target, informative, oracle (or the names
 in the table). `--quick` collects fewer informative groups (N) per scenario: informative alone
@@ -256,10 +256,10 @@ def build(sc: Scenario, seed: int) -> Setup:
     return Setup(sc, seed, ids, texts, start, n_pool, Relations(nb, w, clusters))
 
 
-def upload(c: DepoClient, setup: Setup) -> str:
-    """The pool as a dataset on the default embedder; waits until it is embedded."""
+def upload(c: DepoClient, setup: Setup, embedder: str | None = None) -> str:
+    """The pool as a dataset (on the default embedder unless named); waits until it is embedded."""
     name = f"{setup.scenario.name}-{setup.seed}-{uuid.uuid4().hex[:6]}"
-    c.create_dataset(name)
+    c.create_dataset(name, embedder=embedder)
     pool = list(zip(setup.ids[: setup.n_pool], setup.texts[: setup.n_pool], strict=True))
     c.upload_prompts(name, pool, progress=False)
     deadline = time.perf_counter() + 300
@@ -482,6 +482,9 @@ def parser() -> argparse.ArgumentParser:
         "--informative", default="{}", help="JSON merged into informative's (empty) selection"
     )
     ap.add_argument("--backend", choices=["embedded", "postgres"], default="embedded")
+    ap.add_argument(
+        "--embedder", default=None, help="the datasets' embedder (default: the service's)"
+    )
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--plot", default=str(RESULTS / "scenarios.png"))
     ap.add_argument(
@@ -532,7 +535,7 @@ def main() -> None:
                     serve(args.backend, env={"DEPO_REFIT_MIN_SECONDS": "0"}) as url,
                     DepoClient(url, timeout=120) as c,
                 ):
-                    dataset = upload(c, setup)
+                    dataset = upload(c, setup, args.embedder)
                     for m in on_service:
                         sel = informative_sel if m.strategy == "informative" else {}
                         t0 = time.perf_counter()

@@ -6,12 +6,12 @@ import pytest
 
 from benchmarks.scenarios import SCENARIOS, build
 from benchmarks.selection_bound import noise_for
-from benchmarks.text_bound import run
+from benchmarks.text_bound import Result, run
 
 pytestmark = pytest.mark.slow
 
 
-def _pair(name: str) -> tuple[object, object]:
+def _pair(name: str) -> tuple[Result, Result]:
     setup = build(SCENARIOS[name], 0)
     tau = noise_for(0.5, setup.start[: setup.n_pool], draws=1)
     law = run(setup, 1_500, "noisy", tau, 0.3, "law")
