@@ -229,7 +229,12 @@ def test_a_worker_killed_mid_fit_leaves_the_fit_to_the_next(stack: Stack) -> Non
     time.sleep(HEARTBEAT + 1)  # dead to the queue; its job goes back for the next worker
     heir = stack.worker()
     wait_for("the retried fit", lambda: _predictor(c, "run-k")["trained_on"] == sent, 90)
-    assert re.search(rf"predictor v1 on {sent} outcomes", heir.text())
+    # the line is logged after the version is stored, so it may trail what the API shows
+    wait_for(
+        "the heir's log of it",
+        lambda: re.search(rf"predictor v1 on {sent} outcomes", heir.text()),
+        30,
+    )
     assert c.get("/v1/runs/run-k").json()["outcomes"] == sent
     assert _fits_in(c.get("/metrics").text) == 0
 
