@@ -12,7 +12,10 @@ rewards, so a zero-variance group teaches nothing. Per unit of s:
   `topic_mass / cluster size`), whatever their texts look like;
 - `eta_global`: every prompt, the held-out set included;
 - `forget`: after the step, every prompt not trained in it loses this share of its distance
-  from its starting logit.
+  from its starting logit;
+- `wander`: after the step, every prompt's logit takes an independent Gaussian step of this sd,
+  trained or not: the churn of a real policy that no model of training predicts (its own
+  generator, so every method's k-th step takes the same walk).
 
 With no forgetting the updates are additive, so applying a step's groups together is the
 same as the simulator's one-by-one loop.
@@ -42,6 +45,7 @@ class Law:
     topic_mass: float = 0.0
     eta_global: float = 0.0
     forget: float = 0.0
+    wander: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class World:
         self.rel = relations
         self.rewards = rewards
         self.rng = np.random.default_rng(seed)
+        self.walk = np.random.default_rng([seed, 7])
         if law.topic_mass and relations.cluster is None:
             raise ValueError("a topic law needs clusters")
         if law.eta_neighbour and relations.nb is None:
@@ -169,6 +174,8 @@ class World:
             rest = np.ones(len(self.z), dtype=bool)
             rest[idx] = False
             self.z[rest] -= m.forget * (self.z[rest] - self.z0[rest])
+        if m.wander:
+            self.z += self.walk.normal(0.0, m.wander, len(self.z))
 
 
 def quantile_rates(levels: IntArray, reference: FloatArray, rng: np.random.Generator) -> FloatArray:

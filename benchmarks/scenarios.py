@@ -31,6 +31,7 @@ dataset upload (the dataset's default embedder) serve all methods of a (scenario
 | global | Only a global shift: every prompt moves together by 1.5e-4 per unit of reward sd; trained prompts get nothing of their own. |
 | mix | Own (0.25) + hidden-cluster transfer (mass 1.0, 200 random clusters) + global (1e-4). |
 | forget | The embed law, and every prompt without a mixed group in a step drifts 2% of the way back to its starting logit. |
+| wander | The embed law, and after every step each prompt's logit takes a random step of sd 0.05 (trained or not; about 0.7 logit over a full run): churn that no model of training predicts. |
 | noisy | The embed law with a noisy verifier: 10% of reported rewards flipped; learning follows the true rewards, and informative groups are counted by the reported ones. |
 | partial | The embed law with partial credit: a reward is the share of 4 sub-checks passed (pass chance per rollout ~ Beta(p, 1 - p), so the mean is p); success_threshold 0.5; zero variance = all rewards equal. |
 | fast | The embed law with four times the own learning (1.0 per unit): a prompt leaves the zone after a few groups, so a run keeps needing new ones. |
@@ -127,6 +128,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("global", Law(eta_self=0.0, eta_global=1.5e-4)),
         Scenario("mix", Law(eta_self=0.25, topic_mass=1.0, eta_global=1e-4), clusters="random"),
         Scenario("forget", replace(EMBED, forget=0.02)),
+        Scenario("wander", replace(EMBED, wander=0.05)),
         Scenario("noisy", EMBED, Rewards("noisy", flip=0.1)),
         Scenario("partial", EMBED, Rewards("partial", checks=4), success_threshold=0.5),
         Scenario("fast", replace(EMBED, eta_self=1.0)),
@@ -688,7 +690,7 @@ def _gains(results: dict[str, dict[str, list[Trace]]]) -> None:
         return
     print("\nTracking gains fitted by `informative` (last version; logit per unit of reward sd):\n")
     print(
-        "| scenario | own | neighbours | global | rows | the law: own / neighbours / topic / global / forget |"
+        "| scenario | own | neighbours | global | rows | the law: own / neighbours / topic / global / forget / wander |"
     )
     print("|---|---|---|---|---|---|")
     for name, ts in runs.items():
@@ -707,7 +709,7 @@ def _gains(results: dict[str, dict[str, list[Trace]]]) -> None:
         rows_ = [t.calibration.get("tracking_rows", float("nan")) for t in ts or []]
         print(
             f"| {name} | {' | '.join(cells)} | {_fmt(rows_, '0')} | {law.eta_self} / "
-            f"{law.eta_neighbour} x cos / {law.topic_mass} / {law.eta_global:g} / {law.forget} |"
+            f"{law.eta_neighbour} x cos / {law.topic_mass} / {law.eta_global:g} / {law.forget} / {law.wander} |"
         )
 
 
