@@ -17,7 +17,7 @@ rewards, so a zero-variance group teaches nothing. Per unit of s:
   trained or not: the churn of a real policy that no model of training predicts (its own
   generator, so every method's k-th step takes the same walk).
 
-With no forgetting the updates are additive, so applying a step's groups together is the
+With no forgetting or wander the updates are additive, so applying a step's groups together is the
 same as the simulator's one-by-one loop.
 
 Rewards: `binary` (Bernoulli at the pass rate), `noisy` (the same, with a share of the
