@@ -5,7 +5,9 @@ held-out set), starting at the logit of a real pass rate. One GRPO step on a bat
 moves it by the law below; a group's learning signal is the standard deviation s of its true
 rewards, so a zero-variance group teaches nothing. Per unit of s:
 
-- `eta_self`: the trained prompt itself;
+- `eta_self`: the trained prompt itself, times the prompt's own learnability when `spread` > 0
+  (a Gamma draw of mean 1 and variance `spread`, from its own generator: some prompts barely
+  move, others learn several times the mean);
 - `eta_neighbour`: each of its k nearest neighbours by the simulator's hashing embedding,
   times their cosine (benchmarks/simulator.py's law);
 - `topic_mass`: spread evenly over the prompts of its hidden cluster (each gets
@@ -15,7 +17,9 @@ rewards, so a zero-variance group teaches nothing. Per unit of s:
   from its starting logit;
 - `wander`: after the step, every prompt's logit takes an independent Gaussian step of this sd,
   trained or not: the churn of a real policy that no model of training predicts (its own
-  generator, so every method's k-th step takes the same walk).
+  generator, so every method's k-th step takes the same walk);
+- `jump`: after step `jump_at`, every prompt's logit rises by this much at once, as when a
+  policy picks up the answer format and many prompts turn solvable in a few steps.
 
 With no forgetting or wander the updates are additive, so applying a step's groups together is the
 same as the simulator's one-by-one loop.
@@ -46,6 +50,9 @@ class Law:
     eta_global: float = 0.0
     forget: float = 0.0
     wander: float = 0.0
+    spread: float = 0.0
+    jump: float = 0.0
+    jump_at: int = 50
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,12 @@ class World:
         self.rewards = rewards
         self.rng = np.random.default_rng(seed)
         self.walk = np.random.default_rng([seed, 7])
+        self.steps = 0
+        self.learnability = (
+            np.random.default_rng([seed, 11]).gamma(1.0 / law.spread, law.spread, len(self.z))
+            if law.spread
+            else np.ones(len(self.z))
+        )
         if law.topic_mass and relations.cluster is None:
             raise ValueError("a topic law needs clusters")
         if law.eta_neighbour and relations.nb is None:
@@ -160,7 +173,7 @@ class World:
         live = s > 0
         idx, s = idx[live], s[live]
         delta = np.zeros_like(self.z)
-        np.add.at(delta, idx, m.eta_self * s)
+        np.add.at(delta, idx, m.eta_self * s * self.learnability[idx])
         if m.eta_neighbour and self.rel.nb is not None and self.rel.nb_weight is not None:
             w = m.eta_neighbour * s[:, None] * self.rel.nb_weight[idx]
             np.add.at(delta, self.rel.nb[idx].ravel(), w.ravel())
@@ -176,6 +189,9 @@ class World:
             self.z[rest] -= m.forget * (self.z[rest] - self.z0[rest])
         if m.wander:
             self.z += self.walk.normal(0.0, m.wander, len(self.z))
+        self.steps += 1
+        if m.jump and self.steps == m.jump_at:
+            self.z += m.jump
 
 
 def quantile_rates(levels: IntArray, reference: FloatArray, rng: np.random.Generator) -> FloatArray:

@@ -32,6 +32,9 @@ dataset upload (the dataset's default embedder) serve all methods of a (scenario
 | mix | Own (0.25) + hidden-cluster transfer (mass 1.0, 200 random clusters) + global (1e-4). |
 | forget | The embed law, and every prompt without a mixed group in a step drifts 2% of the way back to its starting logit. |
 | wander | The embed law, and after every step each prompt's logit takes a random step of sd 0.05 (trained or not; about 0.7 logit over a full run): churn that no model of training predicts. |
+| hetero | The embed law, with each prompt's own learning times its learnability, a Gamma draw of mean 1 and variance 2: a quarter of the prompts learn under a tenth of the mean, a tenth over 2.7 times it, and one own gain fits none of them. |
+| decline | The embed law with a negative global term (-1e-4 per unit of reward sd): training on some prompts costs every prompt a little, so the held-out pass rate falls (about 0.04 over a run) and there is no target. |
+| jump | The embed law, and after step 50 every prompt's logit rises by 1 at once (a policy that picks up the answer format): estimates of every seen prompt go stale in one step, and no learning law predicts it. |
 | noisy | The embed law with a noisy verifier: 10% of reported rewards flipped; learning follows the true rewards, and informative groups are counted by the reported ones. |
 | partial | The embed law with partial credit: a reward is the share of 4 sub-checks passed (pass chance per rollout ~ Beta(p, 1 - p), so the mean is p); success_threshold 0.5; zero variance = all rewards equal. |
 | fast | The embed law with four times the own learning (1.0 per unit): a prompt leaves the zone after a few groups, so a run keeps needing new ones. |
@@ -129,6 +132,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("mix", Law(eta_self=0.25, topic_mass=1.0, eta_global=1e-4), clusters="random"),
         Scenario("forget", replace(EMBED, forget=0.02)),
         Scenario("wander", replace(EMBED, wander=0.05)),
+        Scenario("hetero", replace(EMBED, spread=2.0)),
+        Scenario("decline", replace(EMBED, eta_global=-1e-4)),
+        Scenario("jump", replace(EMBED, jump=1.0)),
         Scenario("noisy", EMBED, Rewards("noisy", flip=0.1)),
         Scenario("partial", EMBED, Rewards("partial", checks=4), success_threshold=0.5),
         Scenario("fast", replace(EMBED, eta_self=1.0)),
@@ -690,7 +696,7 @@ def _gains(results: dict[str, dict[str, list[Trace]]]) -> None:
         return
     print("\nTracking gains fitted by `informative` (last version; logit per unit of reward sd):\n")
     print(
-        "| scenario | own | neighbours | global | rows | the law: own / neighbours / topic / global / forget / wander |"
+        "| scenario | own | neighbours | global | rows | the law: own / neighbours / topic / global / forget / wander / spread |"
     )
     print("|---|---|---|---|---|---|")
     for name, ts in runs.items():
@@ -709,7 +715,7 @@ def _gains(results: dict[str, dict[str, list[Trace]]]) -> None:
         rows_ = [t.calibration.get("tracking_rows", float("nan")) for t in ts or []]
         print(
             f"| {name} | {' | '.join(cells)} | {_fmt(rows_, '0')} | {law.eta_self} / "
-            f"{law.eta_neighbour} x cos / {law.topic_mass} / {law.eta_global:g} / {law.forget} / {law.wander} |"
+            f"{law.eta_neighbour} x cos / {law.topic_mass} / {law.eta_global:g} / {law.forget} / {law.wander} / {law.spread} |"
         )
 
 
