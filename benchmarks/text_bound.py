@@ -1,7 +1,7 @@
 """How low a scenario's zero-variance share could go, given a cold start of known quality.
 
 Run: `.venv/bin/python -m benchmarks.text_bound [--scenarios fast,pool4k] [--rho 0.4 0.5 0.8 0.9]
-[--optimism 0 0.1 0.2 0.3 0.4] [--scale 1.0] [--seed 0] [--knows law|own+global]` (every binary
+[--optimism 0 0.1 0.2 0.3 0.4] [--scale 1.0] [--seed 0] [--knows law|own+global|mean]` (every binary
 and noisy scenario by default, about 9 minutes; no service needed).
 
 A selector that sees what the service sees, each prompt's text and its groups, is given for
@@ -18,7 +18,10 @@ groups (`--scale` times it). So it is perfect tracking with a cold start of that
 what is left of its zero-variance share is what the cold start costs. `exact` (the true
 starting logits) reproduces the oracle, a check of the machinery. `--knows own+global` tells
 the selector only the moves of each prompt's own groups and the global shift, at the law's
-gains: the gap to `law` is what knowing the transfer between prompts is worth. These are the best
+gains: the gap to `law` is what knowing the transfer between prompts is worth. `--knows mean`
+tells it the whole law with every prompt learning at the mean rate, as a shadow world trained
+on the same groups (in `hetero` the gap to `law` is what knowing each prompt's learnability is
+worth; elsewhere the two agree). These are the best
 selectors tried with this information, not a proof that none does better.
 
 Binary and noisy-verifier scenarios only (a partial-credit group has no binomial likelihood).
@@ -29,7 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,7 +41,11 @@ from benchmarks.scenarios import SCENARIOS, Setup, _mixed, build
 from benchmarks.selection_bound import GRID, log_population, noise_for
 from benchmarks.simulator import IntArray
 
-TOLD = {"law": "the whole learning law", "own+global": "own and global moves only"}
+TOLD = {
+    "law": "the whole learning law",
+    "own+global": "own and global moves only",
+    "mean": "the law at the mean learnability",
+}
 
 
 @dataclass
@@ -59,7 +66,8 @@ def run(
     """One run to `n_target` informative groups. `prior`: oracle, exact, or noisy (`tau`).
 
     `knows`: "law" tells the selector every prompt's whole move; "own+global" only what its
-    own groups and the global shift moved it (no neighbour or topic transfer), at the law's gains.
+    own groups and the global shift moved it (no neighbour or topic transfer), at the law's gains;
+    "mean" the whole law with every prompt's learnability at the mean (`hetero`'s spread unknown).
     """
     sc = setup.scenario
     if sc.rewards.kind == "partial":
@@ -80,9 +88,10 @@ def run(
     pool: IntArray = np.arange(n, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
     known = np.zeros(n)  # the part of each prompt's move since the start the selector is told
+    shadow = World(setup.start, n, replace(sc.law, spread=0.0), setup.relations, sc.rewards, 0)
     served = zero = first = first_zero = informative = 0
     while informative < n_target:
-        moved = world.z[:n] - z0 if knows == "law" else known  # as of this step's rollouts
+        moved = {"law": world.z[:n] - z0, "mean": shadow.z[:n] - z0}.get(knows, known)
         if prior == "oracle":
             score = world.p_mixed(pool, g)
         else:
@@ -109,7 +118,8 @@ def run(
             )
         seen[keep] = True
         world.train(keep, true)
-        if knows != "law":
+        shadow.train(keep, true)
+        if knows == "own+global":
             sd = true.std(axis=1)
             np.add.at(known, keep, sc.law.eta_self * sd)
             known += sc.law.eta_global * float(sd.sum())
