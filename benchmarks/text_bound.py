@@ -88,10 +88,17 @@ def run(
     pool: IntArray = np.arange(n, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
     known = np.zeros(n)  # the part of each prompt's move since the start the selector is told
-    shadow = World(setup.start, n, replace(sc.law, spread=0.0), setup.relations, sc.rewards, 0)
+    shadow = (  # "mean": the same world and walk, every prompt learning at the mean rate
+        World(setup.start, n, replace(sc.law, spread=0.0), setup.relations, sc.rewards, setup.seed)
+        if knows == "mean"
+        else None
+    )
     served = zero = first = first_zero = informative = 0
     while informative < n_target:
-        moved = {"law": world.z[:n] - z0, "mean": shadow.z[:n] - z0}.get(knows, known)
+        # as of this step's rollouts
+        moved = (
+            world.z[:n] - z0 if knows == "law" else known if shadow is None else shadow.z[:n] - z0
+        )
         if prior == "oracle":
             score = world.p_mixed(pool, g)
         else:
@@ -118,7 +125,8 @@ def run(
             )
         seen[keep] = True
         world.train(keep, true)
-        shadow.train(keep, true)
+        if shadow is not None:
+            shadow.train(keep, true)
         if knows == "own+global":
             sd = true.std(axis=1)
             np.add.at(known, keep, sc.law.eta_self * sd)
